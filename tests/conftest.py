@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny models and datasets built from the fake frame env (no emulator needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaerl.checkpoint import save_checkpoint
+from vaerl.data import FrameDataset, collect_frames
+from vaerl.envs import EnvConfig, make_env, preprocess_spec
+from vaerl.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_VAE = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "hidden_dim": 32}
+TINY_VQVAE = {"encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "embedding_dim": 4, "num_codes": 16}
+
+
+def fake_env_config(**kwargs) -> EnvConfig:
+    env_kwargs = {"size": (32, 32), "channels": 1, "max_steps": 40, **kwargs.pop("env_kwargs", {})}
+    return EnvConfig(name="fake", id="vaerl/FakeFrames-v0", kind="gym", kwargs=env_kwargs, size=None, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture
+def fake_config() -> EnvConfig:
+    return fake_env_config()
+
+
+@pytest.fixture
+def fake_dataset(tmp_path: Path, fake_config: EnvConfig) -> FrameDataset:
+    env = make_env(fake_config, seed=0)
+    spec = preprocess_spec(fake_config, env)
+    return collect_frames(env, spec, 400, tmp_path / "frames", seed=0, extras=["ram", "action", "reward"],
+                          shard_size=150, progress=False)
+
+
+@pytest.fixture(params=["vae", "vqvae"])
+def checkpoint(request, tmp_path: Path, fake_config: EnvConfig) -> Path:
+    env = make_env(fake_config)
+    spec = preprocess_spec(fake_config, env)
+    kwargs = TINY_VAE if request.param == "vae" else TINY_VQVAE
+    model = build_model(request.param, input_shape=spec.input_shape, **kwargs)
+    return save_checkpoint(tmp_path / f"{request.param}.safetensors", model, spec, fake_config.to_dict())

@@ -1,0 +1,144 @@
+"""Checkpoints and load_encoder: round trips, metadata, and every way a file can be wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import vaerl
+from vaerl.checkpoint import load_model, read_checkpoint_info, save_checkpoint
+from vaerl.envs import make_env
+from vaerl.errors import CheckpointError, ObservationError
+
+
+def test_round_trip_gives_identical_outputs(checkpoint: Path, fake_config) -> None:
+    encoder = vaerl.load_encoder(checkpoint, device="cpu")
+    model, _ = load_model(checkpoint)
+    env = make_env(fake_config)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    frames = torch.from_numpy(encoder.preprocess(obs)).float() / 255
+    torch.testing.assert_close(encoder.encode(obs), model.features(frames))
+    torch.testing.assert_close(encoder.encode(obs), vaerl.load_encoder(checkpoint, "cpu").encode(obs))
+
+
+def test_loaded_encoder_is_in_eval_mode_with_its_spec(checkpoint: Path, fake_config) -> None:
+    encoder = vaerl.load_encoder(checkpoint, device="auto")
+    assert not encoder.model.training
+    assert encoder.spec.source_shape == (32, 32, 1)
+    assert encoder.info.env["id"] == fake_config.id and encoder.info.vaerl_version == vaerl.__version__
+
+
+def test_any_batch_size_encodes(checkpoint: Path, fake_config) -> None:
+    encoder = vaerl.load_encoder(checkpoint, "cpu")
+    env = make_env(fake_config)
+    for n in (1, 5):
+        obs = np.stack([env.reset(seed=s)[0] for s in range(n)])
+        assert encoder.encode(obs).shape == (n, encoder.latent_dim())
+
+
+def test_decode_inverts_the_latent_modes(checkpoint: Path, fake_config) -> None:
+    encoder = vaerl.load_encoder(checkpoint, "cpu")
+    obs = make_env(fake_config).reset(seed=0)[0][None]
+    modes = ["mean", "indices"] if encoder.kind == "vqvae" else ["mean", "sample"]
+    for mode in modes:
+        assert encoder.decode(encoder.encode(obs, mode), mode).shape == (1, 1, 32, 32)
+
+
+def test_wrong_input_shape_and_dtype_are_explained(checkpoint: Path) -> None:
+    encoder = vaerl.load_encoder(checkpoint, "cpu")
+    with pytest.raises(ObservationError, match=r"\(N, 1, 32, 32\)"):
+        encoder.encode_frames(np.zeros((2, 1, 16, 16), np.uint8))
+    with pytest.raises(ObservationError, match="must be uint8"):
+        encoder.encode_frames(np.zeros((2, 1, 32, 32), np.float32))
+    with pytest.raises(ObservationError, match="expected a batch of images"):
+        encoder.encode(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="scripts/pretrain_vae.py"):
+        vaerl.load_encoder(tmp_path / "nope.safetensors")
+
+
+def test_run_directory_is_accepted(checkpoint: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "encoder.safetensors").write_bytes(checkpoint.read_bytes())
+    assert vaerl.load_encoder(run, "cpu").kind in ("vae", "vqvae")
+
+
+@pytest.mark.parametrize("cut", [10, 200, -100])
+def test_truncated_checkpoint_is_reported(checkpoint: Path, cut: int) -> None:
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[:cut])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_model(checkpoint)
+
+
+def test_foreign_safetensors_file_is_refused(tmp_path: Path) -> None:
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="not a vaerl encoder"):
+        load_model(tmp_path / "other.safetensors")
+
+
+def _rewrite_metadata(path: Path, **changes: str) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = {**handle.metadata(), **changes}
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+
+
+def test_newer_format_asks_to_upgrade(checkpoint: Path) -> None:
+    _rewrite_metadata(checkpoint, format_version="99", vaerl_version="9.0.0")
+    with pytest.raises(CheckpointError, match="upgrade vaerl"):
+        read_checkpoint_info(checkpoint)
+
+
+def test_unknown_model_kind_is_refused(checkpoint: Path) -> None:
+    _rewrite_metadata(checkpoint, model_kind="diffusion")
+    with pytest.raises(CheckpointError, match="'diffusion'"):
+        load_model(checkpoint)
+
+
+def test_wrong_kind_and_wrong_env_are_refused(checkpoint: Path) -> None:
+    kind = read_checkpoint_info(checkpoint).kind
+    other = "vqvae" if kind == "vae" else "vae"
+    with pytest.raises(CheckpointError, match=f"not the requested '{other}'"):
+        load_model(checkpoint, kind=other)
+    with pytest.raises(CheckpointError, match="trained on 'vaerl/FakeFrames-v0', not 'ALE/Pong-v5'"):
+        vaerl.load_encoder(checkpoint, env_id="ALE/Pong-v5")
+
+
+def test_weights_not_matching_metadata_are_refused(checkpoint: Path) -> None:
+    info = read_checkpoint_info(checkpoint)
+    config = dict(info.model_config)
+    key = "latent_dim" if info.kind == "vae" else "embedding_dim"
+    config[key] += 1
+    _rewrite_metadata(checkpoint, model_config=json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(checkpoint)
+
+
+def test_save_is_atomic_and_keeps_the_old_file_on_failure(checkpoint: Path, monkeypatch) -> None:
+    before = checkpoint.read_bytes()
+    model, info = load_model(checkpoint)
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("vaerl.checkpoint.save_file", explode)
+    with pytest.raises(OSError):
+        save_checkpoint(checkpoint, model, info.spec, info.env)
+    assert checkpoint.read_bytes() == before
+    assert [p.name for p in checkpoint.parent.iterdir()] == [checkpoint.name]
+
+
+def test_spec_override_feeds_another_env(checkpoint: Path) -> None:
+    encoder = vaerl.load_encoder(checkpoint, "cpu", spec_override={"source_shape": (64, 64, 3)})
+    frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    assert encoder.encode(frames).shape[0] == 2

@@ -1,0 +1,168 @@
+"""VAE and VQ-VAE: shapes, gradients, losses and the codebook mechanics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vaerl.models import VAE, VQVAE, VectorQuantizer, build_model
+from vaerl.models.vae import gaussian_kl
+from vaerl.models.vqvae import perplexity_of
+from vaerl.errors import ConfigError
+
+from conftest import TINY_VAE, TINY_VQVAE
+
+
+@pytest.mark.parametrize("shape", [(1, 84, 84), (3, 64, 64), (4, 84, 84), (1, 50, 70)])
+@pytest.mark.parametrize("kind", ["vae", "vqvae"])
+def test_shapes_round_trip_any_input_size(kind: str, shape: tuple[int, int, int]) -> None:
+    model = build_model(kind, input_shape=shape)
+    x = torch.rand(2, *shape)
+    out = model.training_loss(x)
+    assert out.recon.shape == x.shape
+    assert 0.0 <= out.recon.min().item() and out.recon.max().item() <= 1.0
+    assert model.features(x).shape == (2, model.feature_dim)
+    assert torch.isfinite(out.loss)
+
+
+def test_vae_default_encoder_is_nature_cnn_sized() -> None:
+    model = build_model("vae", input_shape=(1, 84, 84))
+    assert model.grid_shape == (64, 7, 7)
+    assert model.feature_dim == 32
+
+
+def test_kl_matches_torch_distributions() -> None:
+    mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0))
+    torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
+
+
+def test_reparameterised_gradient_reaches_encoder() -> None:
+    model: VAE = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE)
+    model.training_loss(torch.rand(4, 1, 32, 32)).loss.backward()
+    assert model.trunk.net[0].weight.grad.abs().sum() > 0
+    assert model.to_posterior.weight.grad.abs().sum() > 0
+
+
+def test_straight_through_gradient_reaches_encoder() -> None:
+    model: VQVAE = build_model("vqvae", input_shape=(1, 32, 32), **TINY_VQVAE)
+    model.training_loss(torch.rand(4, 1, 32, 32)).loss.backward()
+    first_conv = model.encoder[0].net[0]
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
+
+
+def test_straight_through_forward_equals_codes_and_lookup() -> None:
+    quantizer = VectorQuantizer(8, 3, ema=False).eval()
+    z_e = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = quantizer(z_e)
+    torch.testing.assert_close(out.quantized, quantizer.lookup(out.indices))
+    out.quantized.sum().backward()
+    torch.testing.assert_close(z_e.grad, torch.ones_like(z_e))  # identity gradient
+
+
+def test_codebook_loss_trains_codebook_without_ema() -> None:
+    model: VQVAE = build_model("vqvae", input_shape=(1, 32, 32), ema=False, **TINY_VQVAE)
+    model.training_loss(torch.rand(4, 1, 32, 32)).loss.backward()
+    assert model.quantizer.codebook.grad is not None and model.quantizer.codebook.grad.abs().sum() > 0
+
+
+def test_ema_moves_assigned_code_toward_its_vectors() -> None:
+    quantizer = VectorQuantizer(2, 2, ema=True, decay=0.5, dead_code_threshold=0.0)
+    quantizer.codebook.data = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    quantizer.embed_sum.copy_(quantizer.codebook.data)
+    target = torch.tensor([1.0, 1.0])
+    z_e = target.view(1, 2, 1, 1).expand(1, 2, 3, 3).contiguous()
+    quantizer.train()
+    for _ in range(10):
+        quantizer(z_e)
+    assert torch.allclose(quantizer.codebook[0], target, atol=1e-2)
+    # an unused code only drifts by the Laplace smoothing of its (decayed) count
+    torch.testing.assert_close(quantizer.codebook[1], torch.tensor([10.0, 10.0]), atol=0.5, rtol=0)
+
+
+def test_dead_codes_restart_on_encoder_outputs() -> None:
+    quantizer = VectorQuantizer(4, 2, ema=True, decay=0.5, dead_code_threshold=0.9)
+    quantizer.codebook.data = torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]])
+    quantizer.embed_sum.copy_(quantizer.codebook.data)
+    z_e = torch.randn(1, 2, 4, 4) * 0.1
+    quantizer.train()
+    quantizer(z_e)  # only code 0 is used; the far codes decay below the threshold and restart
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, 2)
+    for code in quantizer.codebook[1:]:
+        assert torch.cdist(code[None], flat).min() < 1e-6  # each restarted code is one of the encoder outputs
+
+
+def test_kmeans_init_spreads_codes_over_the_data() -> None:
+    quantizer = VectorQuantizer(2, 1, ema=True, kmeans_init=True, dead_code_threshold=0.0).train()
+    values = torch.cat([torch.full((8,), -5.0), torch.full((8,), 5.0)])
+    quantizer(values.view(1, 1, 4, 4))
+    assert sorted(quantizer.codebook.flatten().tolist()) == pytest.approx([-5.0, 5.0], abs=1e-3)
+
+
+def test_perplexity_of_known_assignments() -> None:
+    assert float(perplexity_of(torch.tensor([0, 1, 2, 3]), 8)) == pytest.approx(4.0)
+    assert float(perplexity_of(torch.tensor([5, 5, 5]), 8)) == pytest.approx(1.0)
+    two_to_one = torch.tensor([0, 0, 1])
+    entropy = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert float(perplexity_of(two_to_one, 8)) == pytest.approx(math.exp(entropy))
+
+
+@pytest.mark.parametrize("kind,kwargs", [("vae", TINY_VAE), ("vqvae", TINY_VQVAE)])
+def test_loss_decreases_on_fixed_seed(kind: str, kwargs: dict, fake_dataset) -> None:
+    torch.manual_seed(0)
+    model = build_model(kind, input_shape=(1, 32, 32), **kwargs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x = torch.from_numpy(fake_dataset.frames(slice(0, 64))).float() / 255
+    losses = []
+    for _ in range(40):
+        out = model.training_loss(x)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_vae_reports_unweighted_elbo_and_bits_per_dim() -> None:
+    model: VAE = build_model("vae", input_shape=(1, 16, 16), encoder_layers=[[4, 4, 2, 1]], hidden_dim=8,
+                             latent_dim=2, likelihood="gaussian", sigma=0.5)
+    x = torch.rand(3, 1, 16, 16)
+    weighted = model.training_loss(x, pixel_weights=torch.full_like(x, 10.0))
+    torch.manual_seed(0)
+    m = weighted.metrics
+    assert float(m["elbo"]) == pytest.approx(-(float(m["recon_nll"]) + float(m["kl"])), rel=1e-5)
+    assert float(m["bits_per_dim"]) == pytest.approx(-float(m["elbo"]) / (256 * math.log(2)) + 8.0, rel=1e-5)
+    assert float(weighted.loss) > float(m["recon_nll"])  # the weights act on the optimised loss only
+
+
+def test_free_bits_and_warmup_shape_the_kl_term() -> None:
+    model: VAE = build_model("vae", input_shape=(1, 16, 16), encoder_layers=[[4, 4, 2, 1]], hidden_dim=8,
+                             latent_dim=2, free_bits=5.0, kl_warmup_steps=100)
+    assert model.kl_weight(0) == 0.0 and model.kl_weight(50) == 0.5 and model.kl_weight(500) == 1.0
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        loss_free = model.training_loss(x, step=100).loss
+        torch.manual_seed(0)
+        model.config.free_bits = 0.0
+        loss_plain = model.training_loss(x, step=100).loss
+    assert float(loss_free) > float(loss_plain)  # KL clamped up to 5 nats per dimension
+
+
+def test_samples_and_reconstructions_are_decoder_means() -> None:
+    model: VAE = build_model("vae", input_shape=(1, 16, 16), encoder_layers=[[4, 4, 2, 1]], hidden_dim=8, latent_dim=2)
+    model.eval()
+    x = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(model.reconstruct(x), model.reconstruct(x))  # deterministic: mean z, mean x
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    torch.testing.assert_close(model.sample(3, g1), model.sample(3, g2))
+
+
+def test_unknown_model_kwarg_is_named() -> None:
+    with pytest.raises(ConfigError, match="latnt_dim.*Did you mean 'latent_dim'"):
+        build_model("vae", latnt_dim=3)
+    with pytest.raises(ConfigError, match="unknown model kind 'gan'"):
+        build_model("gan")

@@ -1,0 +1,158 @@
+"""Pretraining end to end: outputs, resume, NaN handling, and the script itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vaerl
+from vaerl.errors import ConfigError, TrainingError
+from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
+from vaerl.training.weighting import ForegroundWeighting
+
+from conftest import REPO, TINY_VAE, TINY_VQVAE, fake_env_config
+
+
+def tiny_config(tmp_path: Path, kind: str = "vae", steps: int = 6, **train) -> PretrainConfig:
+    model = {"kind": kind, **(TINY_VAE if kind == "vae" else TINY_VQVAE)}
+    return PretrainConfig(
+        env=fake_env_config(),
+        model=model,
+        data=DataConfig(frames=300, root=str(tmp_path / "data"), extras=["action"]),
+        train=TrainConfig(steps=steps, batch_size=8, val_every=3, val_frames=32, checkpoint_every=3, log_every=2,
+                          **train),
+        weighting=WeightingConfig(background_frames=50),
+        run_dir=str(tmp_path / "run"),
+        progress=False,
+        device="cpu",
+    )
+
+
+@pytest.mark.parametrize("kind", ["vae", "vqvae"])
+def test_pretrain_writes_every_output(tmp_path: Path, kind: str) -> None:
+    metrics = pretrain(tiny_config(tmp_path, kind))
+    run = tmp_path / "run"
+    expected = {"encoder.safetensors", "train_state.pt", "recon.png", "metrics.json", "tb"}
+    assert expected <= {p.name for p in run.iterdir()}
+    assert (run / "samples.png").exists() == (kind == "vae")
+    assert metrics["completed"] and metrics["steps"] == 6
+    assert json.loads((run / "metrics.json").read_text())["val"] == pytest.approx(metrics["val"])
+    assert 0.0 <= metrics["data_wait_fraction"] <= 1.0 and metrics["frames_per_s"] > 0
+    encoder = vaerl.load_encoder(run, "cpu")
+    assert encoder.info.extra["step"] == 6 and encoder.spec.frame_shape == (1, 32, 32)
+
+
+def test_recon_png_has_originals_above_reconstructions(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    pretrain(tiny_config(tmp_path))
+    image = iio.imread(tmp_path / "run" / "recon.png")
+    # 2 rows x 8 columns of 32x32 frames upscaled 3x with 2-pixel gaps
+    assert image.shape == (2 * (96 + 2) + 2, 8 * (96 + 2) + 2, 3)
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    assert state["step"] == 3
+    (tmp_path / "run" / "metrics.json").unlink()  # as if the process died before the end
+    resumed = pretrain(tiny_config(tmp_path, steps=6))
+    assert resumed["steps"] == 6
+    assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = pretrain(tiny_config(tmp_path / "a", steps=6))
+    pretrain(tiny_config(tmp_path / "b", steps=3))
+    resumed = pretrain(tiny_config(tmp_path / "b", steps=6))
+    assert resumed["val"]["loss"] == pytest.approx(straight["val"]["loss"], rel=0.2)
+
+
+def test_finished_run_is_not_trained_again(tmp_path: Path) -> None:
+    pretrain(tiny_config(tmp_path))
+    before = (tmp_path / "run" / "encoder.safetensors").stat().st_mtime_ns
+    pretrain(tiny_config(tmp_path))
+    assert (tmp_path / "run" / "encoder.safetensors").stat().st_mtime_ns == before
+
+
+def test_resuming_with_another_model_is_refused(tmp_path: Path) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    changed = tiny_config(tmp_path, steps=6)
+    changed.model["latent_dim"] = 5
+    with pytest.raises(ConfigError, match="different model"):
+        pretrain(changed)
+
+
+def test_corrupt_train_state_is_reported(tmp_path: Path) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    (tmp_path / "run" / "train_state.pt").write_bytes(b"garbage")
+    with pytest.raises(TrainingError, match="corrupt"):
+        pretrain(tiny_config(tmp_path, steps=6))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    (tmp_path / "run" / "metrics.json").unlink()
+    good = (tmp_path / "run" / "encoder.safetensors").read_bytes()
+    from vaerl.models.vae import VAE
+
+    original = VAE.training_loss
+
+    def poisoned(self, x, pixel_weights=None, step=0):
+        out = original(self, x, pixel_weights, step)
+        return out._replace(loss=out.loss * float("nan"))
+
+    monkeypatch.setattr(VAE, "training_loss", poisoned)
+    with pytest.raises(TrainingError, match="Lower the learning rate"):
+        pretrain(tiny_config(tmp_path, steps=6))
+    assert (tmp_path / "run" / "encoder.safetensors").read_bytes() == good
+
+
+def test_foreground_weighting_marks_moving_pixels() -> None:
+    background = np.zeros((1, 4, 4), np.uint8)
+    weighting = ForegroundWeighting(background, weight=10.0, threshold=0.05, frame_stack=2, device=torch.device("cpu"))
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 1, 2, 3] = 1.0
+    w = weighting(x)
+    assert float(w[0, 1, 2, 3]) == 10.0 and float(w.sum()) == 10.0 + 31.0
+
+
+def run_script(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VAERL_RUNS": str(cwd / "runs"), "VAERL_DATA": str(cwd / "data")}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain_vae.py"), *overrides, "progress=false"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_script_on_fake_env_writes_run_dir_independent_of_cwd(tmp_path: Path) -> None:
+    result = run_script("env=fake", "experiment=tiny", "env.kwargs.size=[32,32]",
+                        "model.encoder_layers=[[8,4,2,1],[16,4,2,1]]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "pretrain" / "fake" / "vae" / "seed0"
+    assert (run / "encoder.safetensors").exists() and (run / "recon.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.atari
+def test_script_on_breakout_with_tiny_settings(tmp_path: Path) -> None:
+    result = run_script("env=Breakout", "model=vqvae", "experiment=tiny", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    encoder = vaerl.load_encoder(tmp_path / "runs/pretrain/Breakout/vqvae/seed0", "cpu")
+    assert encoder.info.env_id == "ALE/Breakout-v5" and encoder.spec.input_shape == (1, 84, 84)
+
+
+@pytest.mark.slow
+def test_script_typo_gives_a_clear_error(tmp_path: Path) -> None:
+    result = run_script("env=fake", "experiment=tiny", "train.stpes=3", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "stpes" in result.stderr
+    result = run_script("env=fake", "experiment=tiny", "env.kind=mujoco", cwd=tmp_path)
+    assert result.returncode == 2 and "env.kind must be one of" in result.stderr
+    assert not (tmp_path / "runs" / "pretrain" / "fake" / "vae" / "seed0" / "encoder.safetensors").exists()

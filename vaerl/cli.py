@@ -1,0 +1,38 @@
+"""Glue shared by the entry points in ``scripts/``: friendly errors and path handling.
+
+Scripts hand this module plain dicts (``OmegaConf.to_container(cfg, resolve=True)``); the library
+never sees Hydra objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from vaerl.config import from_dict
+from vaerl.errors import VaerlError
+
+T = TypeVar("T")
+log = logging.getLogger("vaerl")
+
+
+# top-level nodes that only feed interpolations in the YAML (paths.runs, ...) and never reach the library
+_INTERPOLATION_ONLY = ("hydra", "paths")
+
+
+def parse_config(cls: type[T], data: dict[str, Any]) -> T:
+    """Build the script's config dataclass from the resolved Hydra config (as a plain dict)."""
+    data = {k: v for k, v in data.items() if k not in _INTERPOLATION_ONLY}
+    return from_dict(cls, data)
+
+
+def run_main(main: Callable[[], Any]) -> Any:
+    """Run ``main`` and turn a :class:`VaerlError` into a one-paragraph message and exit code 2."""
+    try:
+        return main()
+    except VaerlError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,11 @@
+"""Environments: construction from config, and vaerl's own small envs."""
+
+from gymnasium.envs.registration import register, registry
+
+from vaerl.envs.fake import FakeFrameEnv
+from vaerl.envs.make import FAKE_ENV_ID, EnvConfig, make_env, preprocess_spec
+
+if FAKE_ENV_ID not in registry:
+    register(id=FAKE_ENV_ID, entry_point="vaerl.envs.fake:FakeFrameEnv")
+
+__all__ = ["FAKE_ENV_ID", "EnvConfig", "FakeFrameEnv", "make_env", "preprocess_spec"]

@@ -1,0 +1,32 @@
+"""Frame models (one family per file) and the registry that checkpoints use to rebuild them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaerl.config import from_dict
+from vaerl.errors import CheckpointError, ConfigError
+from vaerl.models.base import FrameModel, LossOutput
+from vaerl.models.vae import VAE, VAEConfig
+from vaerl.models.vqvae import VQVAE, VQVAEConfig, VectorQuantizer
+
+MODEL_REGISTRY: dict[str, type[FrameModel]] = {VAE.kind: VAE, VQVAE.kind: VQVAE}
+
+
+def build_model(kind: str, **kwargs: Any) -> FrameModel:
+    """Build a frame model from its kind (``vae``/``vqvae``) and config keyword arguments."""
+    if kind not in MODEL_REGISTRY:
+        raise ConfigError(f"unknown model kind {kind!r}: choose one of {sorted(MODEL_REGISTRY)}")
+    cls = MODEL_REGISTRY[kind]
+    return cls(from_dict(cls.config_class, kwargs, where="model"))
+
+
+def model_class(kind: str) -> type[FrameModel]:
+    if kind not in MODEL_REGISTRY:
+        raise CheckpointError(f"checkpoint holds a model of kind {kind!r}, which this vaerl does not know "
+                              f"(known: {sorted(MODEL_REGISTRY)}); upgrade vaerl or retrain")
+    return MODEL_REGISTRY[kind]
+
+
+__all__ = ["FrameModel", "LossOutput", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer",
+           "MODEL_REGISTRY", "build_model", "model_class"]

@@ -1,0 +1,183 @@
+"""Variational autoencoder (Kingma & Welling 2014) with the beta-VAE knob (Higgins et al. 2017).
+
+ELBO = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)). Training minimises
+``sum_pixels(w * nll) + beta_t * KL`` where ``w`` are optional pixel weights (see
+:mod:`vaerl.training.weighting`) and ``beta_t`` ramps up over ``kl_warmup_steps``; the reported ELBO
+is always the unweighted one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaerl.models.base import FrameModel, LossOutput
+from vaerl.models.blocks import NATURE_LAYERS, ConvDecoderTrunk, ConvEncoderTrunk, as_layers, conv_output_sizes
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass
+class VAEConfig:
+    input_shape: tuple[int, int, int] = (1, 84, 84)
+    """(channels, height, width) of the encoder input."""
+    latent_dim: int = 32
+    encoder_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in NATURE_LAYERS])
+    """Conv layers as [channels, kernel, stride, padding]; the decoder mirrors them."""
+    hidden_dim: int = 256
+    """Width of the fully connected layer between conv features and the latent (0: none)."""
+    decoder_width: int = 1
+    """Channel multiplier of the decoder (reconstruction quality without slowing the encoder)."""
+    likelihood: str = "bernoulli"
+    """``bernoulli`` (binary cross-entropy on [0, 1] intensities) or ``gaussian`` (fixed sigma)."""
+    sigma: float = 0.1
+    """Standard deviation of the Gaussian likelihood."""
+    beta: float = 1.0
+    """Weight of the KL term (beta-VAE)."""
+    free_bits: float = 0.0
+    """Minimum KL per latent dimension in nats (Kingma et al. 2016); 0 disables."""
+    kl_warmup_steps: int = 0
+    """Steps over which the KL weight ramps linearly from 0 to beta."""
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+
+
+class VAEOutput(NamedTuple):
+    recon: torch.Tensor  # decoder mean in [0, 1]
+    logits: torch.Tensor  # decoder output before the sigmoid
+    z: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per dimension, closed form."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps, differentiable in mu and logvar."""
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+class VAE(FrameModel):
+    kind = "vae"
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config)
+        channels, height, width = config.input_shape
+        layers = as_layers(config.encoder_layers)
+        sizes = conv_output_sizes((height, width), layers)
+        self.trunk = ConvEncoderTrunk(channels, layers)
+        self.grid_shape = (self.trunk.out_channels, *sizes[-1])
+        flat = math.prod(self.grid_shape)
+        hidden = config.hidden_dim
+        self.to_hidden = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(inplace=True)) if hidden else nn.Identity()
+        self.to_posterior = nn.Linear(hidden or flat, 2 * config.latent_dim)
+
+        dec_grid = (self.grid_shape[0] * config.decoder_width, *self.grid_shape[1:])
+        self.dec_grid = dec_grid
+        self.from_latent = nn.Sequential(
+            nn.Linear(config.latent_dim, hidden or math.prod(dec_grid)), nn.ReLU(inplace=True),
+            *([nn.Linear(hidden, math.prod(dec_grid)), nn.ReLU(inplace=True)] if hidden else []),
+        )
+        self.decoder = ConvDecoderTrunk(dec_grid[0], channels, layers, sizes, config.decoder_width)
+
+    # ------------------------------------------------------------------ the four VAE pieces
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): mean and log-variance ``(N, latent_dim)`` each."""
+        h = self.to_hidden(self.trunk(x).flatten(1))
+        mu, logvar = self.to_posterior(h).chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output before the output nonlinearity, shaped like the input."""
+        h = self.from_latent(z).view(-1, *self.dec_grid)
+        return self.decoder(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|z) in [0, 1]; generated and reconstructed frames always use this, never a sample."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar) if sample else mu
+        logits = self.decode_logits(z)
+        return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar)
+
+    # ------------------------------------------------------------------ FrameModel API
+    @property
+    def feature_dim(self) -> int:
+        return self.config.latent_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[0]
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x, sample=False).recon
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoder means of ``n`` prior samples z ~ N(0, I)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+        return self.decode(z)
+
+    def pixel_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per pixel in nats."""
+        if self.config.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        sigma = self.config.sigma
+        return 0.5 * ((x - torch.sigmoid(logits)) / sigma) ** 2 + math.log(sigma) + 0.5 * math.log(2 * math.pi)
+
+    def kl_weight(self, step: int) -> float:
+        warmup = self.config.kl_warmup_steps
+        return self.config.beta * (min(1.0, step / warmup) if warmup > 0 else 1.0)
+
+    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0) -> LossOutput:
+        out = self.forward(x)
+        nll = self.pixel_nll(out.logits, x)
+        kl_per_dim = gaussian_kl(out.mu, out.logvar)
+
+        # what the optimiser sees: weighted reconstruction + annealed, free-bits-clamped KL
+        weighted_nll = (nll * pixel_weights).flatten(1).sum(1).mean() if pixel_weights is not None else None
+        recon_term = weighted_nll if weighted_nll is not None else nll.flatten(1).sum(1).mean()
+        kl_dims = kl_per_dim.mean(0)
+        if self.config.free_bits > 0:
+            kl_dims = kl_dims.clamp(min=self.config.free_bits)
+        loss = recon_term + self.kl_weight(step) * kl_dims.sum()
+
+        # what we report: the true (unweighted) ELBO per frame
+        nll_frame = nll.detach().flatten(1).sum(1).mean()
+        kl_frame = kl_per_dim.detach().sum(1).mean()
+        metrics = {
+            "recon_nll": nll_frame,
+            "kl": kl_frame,
+            "elbo": -(nll_frame + kl_frame),
+            "bits_per_dim": self.bits_per_dim(nll_frame + kl_frame, x[0].numel()),
+            "kl_weight": torch.tensor(self.kl_weight(step)),
+            "active_dims": (kl_per_dim.detach().mean(0) > 0.01).sum().float(),
+        }
+        return LossOutput(loss, out.recon, metrics)
+
+    def bits_per_dim(self, neg_elbo_nats: torch.Tensor, dims: int) -> torch.Tensor:
+        """-ELBO in bits per pixel value.
+
+        For the Gaussian likelihood the density on [0, 1] is turned into one on the 256 discrete
+        levels (uniform dequantisation adds log2(256) = 8 bits per value), the usual convention. The
+        Bernoulli likelihood on grey levels is a cross-entropy, not a normalised density, so its
+        figure is that cross-entropy in bits and only comparable between Bernoulli models.
+        """
+        bits = neg_elbo_nats / (dims * math.log(2))
+        return bits + 8.0 if self.config.likelihood == "gaussian" else bits

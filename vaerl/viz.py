@@ -1,0 +1,52 @@
+"""Image grids saved as PNG: reconstructions, samples, traversals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from vaerl.io import atomic_path
+
+
+def to_display(frames: np.ndarray | torch.Tensor, channels_per_frame: int = 1) -> np.ndarray:
+    """Frames ``(N, C, H, W)`` (uint8 or float in [0, 1]) -> uint8 ``(N, H, W, 3)`` showing the newest stacked frame."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        frames = np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    frames = frames[:, -channels_per_frame:]  # last frame of a stack
+    if frames.shape[1] == 1:
+        frames = np.repeat(frames, 3, axis=1)
+    return frames.transpose(0, 2, 3, 1)
+
+
+def image_grid(rows: Sequence[np.ndarray], scale: int = 2, pad: int = 2) -> np.ndarray:
+    """Tile rows of display frames ``(N, H, W, 3)`` into one uint8 image, upscaled by ``scale``."""
+    n_cols = max(len(row) for row in rows)
+    height, width = rows[0].shape[1:3]
+    cell_h, cell_w = height * scale + pad, width * scale + pad
+    grid = np.full((len(rows) * cell_h + pad, n_cols * cell_w + pad, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            big = image.repeat(scale, axis=0).repeat(scale, axis=1)
+            y, x = pad + r * cell_h, pad + c * cell_w
+            grid[y:y + height * scale, x:x + width * scale] = big
+    return grid
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a uint8 ``(H, W, 3)`` image as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, image, extension=".png")
+    return Path(path)
+
+
+def save_frame_grid(path: str | Path, rows: Sequence[np.ndarray | torch.Tensor], channels_per_frame: int = 1,
+                    scale: int = 2) -> Path:
+    """Save rows of model frames ``(N, C, H, W)`` as one PNG grid (e.g. originals above reconstructions)."""
+    return save_png(path, image_grid([to_display(row, channels_per_frame) for row in rows], scale=scale))
