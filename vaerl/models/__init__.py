@@ -7,6 +7,7 @@ from typing import Any
 from vaerl.config import from_dict
 from vaerl.errors import CheckpointError, ConfigError
 from vaerl.models.base import FrameModel, LossOutput
+from vaerl.models.pixelcnn import PixelCNNConfig, PixelCNNPrior
 from vaerl.models.vae import VAE, VAEConfig
 from vaerl.models.vqvae import VQVAE, VQVAEConfig, VectorQuantizer
 
@@ -28,5 +29,5 @@ def model_class(kind: str) -> type[FrameModel]:
     return MODEL_REGISTRY[kind]
 
 
-__all__ = ["FrameModel", "LossOutput", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer",
+__all__ = ["FrameModel", "LossOutput", "PixelCNNConfig", "PixelCNNPrior", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer",
            "MODEL_REGISTRY", "build_model", "model_class"]

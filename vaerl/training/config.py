@@ -38,7 +38,7 @@ class WeightingConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 1e-3
     grad_clip: float = 10.0

@@ -30,7 +30,7 @@ from vaerl.data import BatchLoader, FrameDataset, ensure_dataset, iterate_in_ord
 from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import ConfigError, TrainingError
 from vaerl.io import atomic_path, write_json
-from vaerl.models import VAE, FrameModel, build_model
+from vaerl.models import VAE, FrameModel, LossOutput, build_model
 from vaerl.models.blocks import to_unit
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.runtime import configure_threads, resolve_device, seed_everything
@@ -71,10 +71,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         log.info("run %s already finished %d steps; nothing to do", run_dir, start_step)
         return json.loads((run_dir / METRICS).read_text())
 
-    weighting = make_weighting(cfg, dataset, train_idx, spec, device)
-    throughput = train_loop(cfg, run_dir, model, optimizer, dataset, train_idx, val_idx, spec, weighting,
-                            identity, start_step, device)
-    return finish(cfg, run_dir, model, dataset, val_idx, spec, throughput)
+    foreground = foreground_of(cfg, dataset, train_idx, spec, device)
+    loss_weighting = foreground if cfg.weighting.kind == "background" else None
+    throughput = train_loop(cfg, run_dir, model, optimizer, dataset, train_idx, val_idx, spec, loss_weighting,
+                            foreground, identity, start_step, device)
+    return finish(cfg, run_dir, model, dataset, val_idx, spec, foreground, throughput)
 
 
 def encoder_spec(cfg: PretrainConfig) -> PreprocessSpec:
@@ -126,18 +127,18 @@ def save_train_state(run_dir: Path, model: FrameModel, optimizer: torch.optim.Op
         torch.save(state, tmp)
 
 
-def make_weighting(cfg: PretrainConfig, dataset: FrameDataset, train_idx: np.ndarray, spec: PreprocessSpec,
-                   device: torch.device) -> ForegroundWeighting | None:
-    if cfg.weighting.kind == "none":
-        return None
+def foreground_of(cfg: PretrainConfig, dataset: FrameDataset, train_idx: np.ndarray, spec: PreprocessSpec,
+                  device: torch.device) -> ForegroundWeighting:
+    """Pixel weights from the median frame: the loss uses them with ``weighting=background``, and validation
+    always reports the error on the pixels they mark (``foreground_mse``), so runs with and without compare."""
     background = median_frame(dataset, train_idx, cfg.weighting.background_frames, seed=cfg.seed)
     return ForegroundWeighting(background, cfg.weighting.weight, cfg.weighting.threshold, spec.frame_stack, device)
 
 
 def train_loop(cfg: PretrainConfig, run_dir: Path, model: FrameModel, optimizer: torch.optim.Optimizer,
                dataset: FrameDataset, train_idx: np.ndarray, val_idx: np.ndarray, spec: PreprocessSpec,
-               weighting: ForegroundWeighting | None, identity: dict[str, Any], start_step: int,
-               device: torch.device) -> dict[str, float]:
+               weighting: ForegroundWeighting | None, foreground: ForegroundWeighting, identity: dict[str, Any],
+               start_step: int, device: torch.device) -> dict[str, float]:
     """Optimise from ``start_step`` to ``cfg.train.steps``; returns throughput figures."""
     train = cfg.train
     loader = BatchLoader(dataset, train_idx, train.batch_size, frame_stack=spec.frame_stack,
@@ -150,13 +151,9 @@ def train_loop(cfg: PretrainConfig, run_dir: Path, model: FrameModel, optimizer:
     try:
         for step in range(start_step + 1, train.steps + 1):
             x = prepare(next(loader), device, train.channels_last)
-            out = model.training_loss(x, weighting(x) if weighting else None, step=step)
+            out = optimisation_step(model, optimizer, x, weighting, step, train.grad_clip)
             loss = out.loss.item()
             check_finite(loss, step, run_dir, train.lr)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
 
             if step % train.log_every == 0 or step == train.steps:
                 elapsed = time.perf_counter() - started
@@ -167,7 +164,8 @@ def train_loop(cfg: PretrainConfig, run_dir: Path, model: FrameModel, optimizer:
                     log.info("step %d/%d  loss %.1f  %.0f frames/s", step, train.steps, loss,
                              (step - start_step) * train.batch_size / elapsed)
             if step % train.val_every == 0 or step == train.steps:
-                val = validate(model, dataset, val_idx, spec, train.batch_size, train.val_frames, device, train.channels_last)
+                val = validate(model, dataset, val_idx, spec, train.batch_size, train.val_frames, device,
+                               train.channels_last, foreground)
                 log_scalars(writer, "val", val, step)
                 log.info("step %d  val %s", step, "  ".join(f"{k}={v:.4g}" for k, v in val.items()))
                 model.train()
@@ -183,6 +181,18 @@ def train_loop(cfg: PretrainConfig, run_dir: Path, model: FrameModel, optimizer:
     steps_done = max(step - start_step, 1)
     return {"train_seconds": elapsed, "frames_per_s": steps_done * train.batch_size / elapsed,
             "data_wait_fraction": loader.wait_seconds / elapsed}
+
+
+def optimisation_step(model: FrameModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                      weighting: ForegroundWeighting | None, step: int, grad_clip: float) -> LossOutput:
+    """One gradient step on batch ``x``; a non-finite loss skips the update (the caller stops the run)."""
+    out = model.training_loss(x, weighting(x) if weighting else None, step=step)
+    optimizer.zero_grad(set_to_none=True)
+    if torch.isfinite(out.loss):
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    return out
 
 
 def prepare(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -203,19 +213,31 @@ def check_finite(loss: float, step: int, run_dir: Path, lr: float) -> None:
 
 @torch.no_grad()
 def validate(model: FrameModel, dataset: FrameDataset, val_idx: np.ndarray, spec: PreprocessSpec, batch_size: int,
-             max_frames: int, device: torch.device, channels_last: bool) -> dict[str, float]:
-    """Mean of the model's (unweighted) metrics over up to ``max_frames`` held-out frames."""
+             max_frames: int, device: torch.device, channels_last: bool,
+             foreground: ForegroundWeighting | None = None) -> dict[str, float]:
+    """Mean of the model's (unweighted) metrics over up to ``max_frames`` held-out frames.
+
+    With ``foreground``, ``foreground_mse`` is the squared error on the pixels it marks (ball, paddle, ...).
+    """
     model.eval()
     picks = val_idx[np.linspace(0, len(val_idx) - 1, min(max_frames, len(val_idx))).astype(int)]
     sums: dict[str, float] = {}
     total = 0
+    foreground_err, foreground_pixels = 0.0, 0.0
     for batch in iterate_in_order(dataset, picks, batch_size, spec.frame_stack):
         x = prepare(batch, device, channels_last)
         out = model.training_loss(x, None)
         for key, value in {"loss": out.loss, **out.metrics}.items():
             sums[key] = sums.get(key, 0.0) + float(value) * len(x)
         total += len(x)
-    return {key: value / total for key, value in sums.items()}
+        if foreground is not None:  # how well the small moving objects are reconstructed
+            mask = (foreground(x) > 1.0).float()
+            foreground_err += float(((model.reconstruct(x) - x).pow(2) * mask).sum())
+            foreground_pixels += float(mask.sum())
+    metrics = {key: value / total for key, value in sums.items()}
+    if foreground_pixels:
+        metrics["foreground_mse"] = foreground_err / foreground_pixels
+    return metrics
 
 
 def log_scalars(writer: SummaryWriter, prefix: str, metrics: dict[str, Any], step: int, **more: float) -> None:
@@ -224,11 +246,11 @@ def log_scalars(writer: SummaryWriter, prefix: str, metrics: dict[str, Any], ste
 
 
 def finish(cfg: PretrainConfig, run_dir: Path, model: FrameModel, dataset: FrameDataset, val_idx: np.ndarray,
-           spec: PreprocessSpec, throughput: dict[str, float]) -> dict[str, Any]:
+           spec: PreprocessSpec, foreground: ForegroundWeighting, throughput: dict[str, float]) -> dict[str, Any]:
     """Final validation, pictures and ``metrics.json``."""
     device = next(model.parameters()).device
     val = validate(model, dataset, val_idx, spec, cfg.train.batch_size, cfg.train.val_frames, device,
-                   cfg.train.channels_last)
+                   cfg.train.channels_last, foreground)
     save_pictures(run_dir, model, dataset, val_idx, spec, cfg.seed)
     metrics = {
         "completed": True, "steps": cfg.train.steps, "model": model.kind, "env": cfg.env.id, "device": str(device),
