@@ -34,7 +34,22 @@ from vaerl.training.weighting import ForegroundWeighting, median_frame
 REPO = Path(__file__).resolve().parents[1]
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux); building the dataset above must not count as training memory."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -117,6 +132,7 @@ def main() -> None:
     device = resolve_device(args.device)
     dataset = large_dataset(args.data_dir, args.frames, seed=0)
     train_idx, _ = dataset.split_by_episode(0.1)
+    reset_peak_rss()
     rss_before = peak_rss_mb()
 
     results = {
@@ -142,6 +158,7 @@ def main() -> None:
         ("VQ-VAE time waiting for data", f"{100 * results['vqvae']['data_wait_fraction']:.1f} %"),
         (f"dataset ({len(dataset):,} frames) size on disk (MB)", f"{results['dataset_size_mb']:,.0f}"),
         ("peak RSS while training (MB)", f"{results['peak_rss_mb']:,.0f}"),
+        ("RSS before training (MB)", f"{results['rss_before_training_mb']:,.0f}"),
     ]
     if "peak_cuda_mb" in results:
         rows.append(("peak CUDA memory (MB)", f"{results['peak_cuda_mb']:,.0f}"))

@@ -31,6 +31,15 @@ def _seed() -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny matrices: a second torch thread only adds contention on a 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fake_config() -> EnvConfig:
     return fake_env_config()
 

@@ -81,7 +81,7 @@ def test_truncated_checkpoint_is_reported(checkpoint: Path, cut: int) -> None:
 
 def test_foreign_safetensors_file_is_refused(tmp_path: Path) -> None:
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(CheckpointError, match="not a vaerl encoder"):
+    with pytest.raises(CheckpointError, match="not a vaerl encoder checkpoint"):
         load_model(tmp_path / "other.safetensors")
 
 
@@ -100,7 +100,7 @@ def test_newer_format_asks_to_upgrade(checkpoint: Path) -> None:
 
 
 def test_unknown_model_kind_is_refused(checkpoint: Path) -> None:
-    _rewrite_metadata(checkpoint, model_kind="diffusion")
+    _rewrite_metadata(checkpoint, model_kind='"diffusion"')
     with pytest.raises(CheckpointError, match="'diffusion'"):
         load_model(checkpoint)
 
@@ -131,7 +131,7 @@ def test_save_is_atomic_and_keeps_the_old_file_on_failure(checkpoint: Path, monk
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vaerl.checkpoint.save_file", explode)
+    monkeypatch.setattr("vaerl.tensorfile.save_file", explode)
     with pytest.raises(OSError):
         save_checkpoint(checkpoint, model, info.spec, info.env)
     assert checkpoint.read_bytes() == before

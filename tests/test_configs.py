@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,8 +14,6 @@ from omegaconf import OmegaConf, open_dict
 from vaerl.cli import parse_config
 from vaerl.errors import ConfigError
 from vaerl.training import PretrainConfig
-
-from conftest import REPO
 
 CONFIGS = REPO / "configs"
 PRIMARY = sorted(p.stem for p in CONFIGS.glob("*.yaml"))

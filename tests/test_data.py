@@ -60,10 +60,9 @@ def test_stacked_frames_repeat_the_first_frame_of_an_episode(tmp_path: Path) -> 
 
 def test_interrupted_write_is_never_loaded(tmp_path: Path) -> None:
     path = tmp_path / "d"
-    with pytest.raises(RuntimeError):
-        with FrameDatasetWriter(path, (1, 2, 2), shard_size=2) as writer:
-            writer.add(np.zeros((3, 1, 2, 2), np.uint8), 0)
-            raise RuntimeError("collection interrupted")
+    with pytest.raises(RuntimeError), FrameDatasetWriter(path, (1, 2, 2), shard_size=2) as writer:
+        writer.add(np.zeros((3, 1, 2, 2), np.uint8), 0)
+        raise RuntimeError("collection interrupted")
     assert not path.exists() and not list(tmp_path.iterdir())
     with pytest.raises(DatasetError, match="no dataset"):
         FrameDataset(path)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 
 from vaerl.envs import EnvConfig, make_env, preprocess_spec
 from vaerl.errors import ConfigError, ObservationError
-
-from conftest import REPO
 
 ATARI = sorted(p.stem for p in (REPO / "configs" / "env").glob("*.yaml")
                if "base/atari@_here_" in p.read_text())

@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_VAE, TINY_VQVAE
 from torch.distributions import Normal, kl_divergence
 
+from vaerl.errors import ConfigError
 from vaerl.models import VAE, VQVAE, VectorQuantizer, build_model
 from vaerl.models.vae import gaussian_kl
 from vaerl.models.vqvae import perplexity_of
-from vaerl.errors import ConfigError
-
-from conftest import TINY_VAE, TINY_VQVAE
 
 
 @pytest.mark.parametrize("shape", [(1, 84, 84), (3, 64, 64), (4, 84, 84), (1, 50, 70)])

@@ -19,13 +19,7 @@ from vaerl.models.pixelcnn import (
     train_prior,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _raster_later(height, width, i, j, inclusive):

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_VAE, TINY_VQVAE, fake_env_config
 
 import vaerl
 from vaerl.errors import ConfigError, TrainingError
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.training.weighting import ForegroundWeighting
-
-from conftest import REPO, TINY_VAE, TINY_VQVAE, fake_env_config
 
 
 def tiny_config(tmp_path: Path, kind: str = "vae", steps: int = 6, **train) -> PretrainConfig:

@@ -19,14 +19,7 @@ from vaerl.evaluation.probes import (
     weighted_f1,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: threads only add contention on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------- F1

@@ -7,23 +7,22 @@ the :class:`PreprocessSpec` the encoder expects, the env it was trained on and t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 
 import vaerl
 from vaerl.errors import CheckpointError
-from vaerl.io import atomic_path
 from vaerl.models import FrameModel, build_model, model_class
 from vaerl.preprocessing import PreprocessSpec
+from vaerl.tensorfile import load_state_strict, load_tensor_file, read_tensor_metadata, save_tensor_file
 
 FORMAT = "vaerl-encoder"
 FORMAT_VERSION = 1
+_WHAT = "encoder checkpoint"
+_FIX = "pretrain one with `python scripts/pretrain_vae.py env=<Env>` or pass an existing encoder.safetensors"
 
 
 @dataclass(frozen=True)
@@ -49,32 +48,14 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` and its metadata to ``path`` atomically."""
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "vaerl_version": vaerl.__version__,
-        "model_kind": model.kind,
-        "model_config": json.dumps(model.config_dict()),
-        "preprocess": json.dumps(spec.to_dict()),
-        "env": json.dumps(env, default=str),
-        "extra": json.dumps(extra or {}, default=float),
-    }
-    # safetensors refuses shared or non-contiguous storage: store plain contiguous copies
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return Path(path)
+    return save_tensor_file(path, model.state_dict(), kind=FORMAT, version=FORMAT_VERSION, model_kind=model.kind,
+                            model_config=model.config_dict(), preprocess=spec.to_dict(), env=env, extra=extra or {})
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
-    """Read a checkpoint's metadata without loading its weights."""
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); restore it or pretrain again") from exc
-    return _parse_metadata(path, metadata)
+    """Read a checkpoint's metadata (file or run directory) without loading its weights."""
+    path = _checkpoint_file(path)
+    return _info(path, read_tensor_metadata(path, kind=FORMAT, version=FORMAT_VERSION, what=_WHAT, fix=_FIX))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> tuple[FrameModel, CheckpointInfo]:
@@ -82,8 +63,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str |
 
     ``kind`` asserts the model family.
     """
-    path = _existing(path)
-    info = read_checkpoint_info(path)
+    path = _checkpoint_file(path)
+    state, metadata = load_tensor_file(path, kind=FORMAT, version=FORMAT_VERSION, what=_WHAT, fix=_FIX)
+    info = _info(path, metadata)
     if kind is not None and info.kind != kind:
         raise CheckpointError(f"{path} holds a {info.kind!r} model, not the requested {kind!r}")
     model_class(info.kind)
@@ -92,51 +74,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str |
     except Exception as exc:  # a config this vaerl cannot build
         raise CheckpointError(f"cannot rebuild the {info.kind} model of {path} ({exc}); it was written by vaerl "
                               f"{info.vaerl_version}, this is {vaerl.__version__}") from exc
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); restore it or pretrain again") from exc
-    missing, unexpected = _compare_keys(model.state_dict(), state)
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not match the {info.kind} architecture in its own metadata "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}): the file is corrupt")
-    model.load_state_dict(state)
+    load_state_strict(model, state, path, info.kind)
     return model.to(device).eval(), info
 
 
-def _existing(path: str | Path) -> Path:
+def _checkpoint_file(path: str | Path) -> Path:
     path = Path(path)
-    if path.is_dir():
-        path = path / "encoder.safetensors"
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}: pretrain one with `python scripts/pretrain_vae.py env=<Env>` "
-                              "or pass the path of an existing encoder.safetensors")
-    return path
+    return path / "encoder.safetensors" if path.is_dir() else path
 
 
-def _parse_metadata(path: Path, metadata: dict[str, str]) -> CheckpointInfo:
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a vaerl encoder checkpoint")
-    version = int(metadata.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} uses checkpoint format {version}, written by vaerl {metadata.get('vaerl_version')};"
-                              f" this vaerl {vaerl.__version__} reads up to format {FORMAT_VERSION}: upgrade vaerl")
+def _info(path: Path, metadata: dict[str, Any]) -> CheckpointInfo:
     try:
         return CheckpointInfo(
             kind=metadata["model_kind"],
-            model_config=json.loads(metadata["model_config"]),
-            spec=PreprocessSpec.from_dict(json.loads(metadata["preprocess"])),
-            env=json.loads(metadata["env"]),
+            model_config=metadata["model_config"],
+            spec=PreprocessSpec.from_dict(metadata["preprocess"]),
+            env=metadata["env"],
             vaerl_version=metadata["vaerl_version"],
-            format_version=version,
-            extra=json.loads(metadata.get("extra", "{}")),
+            format_version=metadata["format_version"],
+            extra=metadata.get("extra", {}),
         )
-    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has damaged metadata ({exc!r}); restore it or pretrain again") from exc
-
-
-def _compare_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
-    return missing + wrong_shape, unexpected

@@ -93,7 +93,7 @@ def preprocess_spec(config: EnvConfig, env: gym.Env) -> PreprocessSpec:
 
 
 def _make_atari(config: EnvConfig, render_mode: str | None) -> gym.Env:
-    import ale_py  # noqa: F401  (registers the ALE/ namespace)
+    import ale_py
 
     gym.register_envs(ale_py)
     kwargs = dict(

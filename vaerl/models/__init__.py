@@ -9,7 +9,7 @@ from vaerl.errors import CheckpointError, ConfigError
 from vaerl.models.base import FrameModel, LossOutput
 from vaerl.models.pixelcnn import PixelCNNConfig, PixelCNNPrior
 from vaerl.models.vae import VAE, VAEConfig
-from vaerl.models.vqvae import VQVAE, VQVAEConfig, VectorQuantizer
+from vaerl.models.vqvae import VQVAE, VectorQuantizer, VQVAEConfig
 
 MODEL_REGISTRY: dict[str, type[FrameModel]] = {VAE.kind: VAE, VQVAE.kind: VQVAE}
 
@@ -29,5 +29,17 @@ def model_class(kind: str) -> type[FrameModel]:
     return MODEL_REGISTRY[kind]
 
 
-__all__ = ["FrameModel", "LossOutput", "PixelCNNConfig", "PixelCNNPrior", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer",
-           "MODEL_REGISTRY", "build_model", "model_class"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "VAE",
+    "VQVAE",
+    "FrameModel",
+    "LossOutput",
+    "PixelCNNConfig",
+    "PixelCNNPrior",
+    "VAEConfig",
+    "VQVAEConfig",
+    "VectorQuantizer",
+    "build_model",
+    "model_class",
+]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -31,13 +30,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-import vaerl
 from vaerl.errors import CheckpointError
-from vaerl.io import atomic_path
+from vaerl.tensorfile import load_state_strict, load_tensor_file, save_tensor_file
 
 log = logging.getLogger(__name__)
 
@@ -286,18 +282,8 @@ def save_prior(
     metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Write the prior as safetensors with JSON metadata, atomically. ``codebook`` is its fingerprint."""
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "vaerl_version": vaerl.__version__,
-        "config": json.dumps(dataclasses.asdict(prior.config)),
-        "codebook": codebook,
-        "metrics": json.dumps(metrics or {}, default=float),
-    }
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in prior.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return Path(path)
+    return save_tensor_file(path, prior.state_dict(), kind=FORMAT, version=FORMAT_VERSION,
+                            config=dataclasses.asdict(prior.config), codebook=codebook, metrics=metrics or {})
 
 
 def load_prior(
@@ -310,29 +296,16 @@ def load_prior(
 
     Returns the prior in eval mode and its metadata (``config``, ``codebook``, ``metrics``).
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no PixelCNN prior at {path}: train one with scripts/evaluate_encoder.py")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); delete it and train the prior again") from exc
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a vaerl PixelCNN prior (format {raw.get('format')!r})")
-    if int(raw.get("format_version", "0")) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer vaerl ({raw.get('vaerl_version')}); upgrade vaerl")
-    if codebook is not None and raw.get("codebook") != codebook:
-        raise CheckpointError(f"the prior at {path} was fitted to another codebook ({raw.get('codebook')} != "
+    state, meta = load_tensor_file(path, kind=FORMAT, version=FORMAT_VERSION, what="PixelCNN prior",
+                                   fix="delete it and train the prior again with scripts/evaluate_encoder.py")
+    if codebook is not None and meta.get("codebook") != codebook:
+        raise CheckpointError(f"the prior at {path} was fitted to another codebook ({meta.get('codebook')} != "
                               f"{codebook}): the encoder was retrained; delete the prior and train it again")
-    meta = {"config": json.loads(raw["config"]), "codebook": raw.get("codebook"),
-            "metrics": json.loads(raw.get("metrics", "{}")), "vaerl_version": raw.get("vaerl_version")}
-    prior = PixelCNNPrior(PixelCNNConfig(**meta["config"]))
     try:
-        prior.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the prior architecture in its own metadata: {exc}") from exc
+        prior = PixelCNNPrior(PixelCNNConfig(**meta["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has damaged metadata ({exc!r}); delete it and train the prior again") from exc
+    load_state_strict(prior, state, path, "PixelCNN prior")
     return prior.to(device).eval(), meta
 
 

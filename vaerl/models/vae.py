@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaerl.models.base import FrameModel, LossOutput
-from vaerl.models.blocks import NATURE_LAYERS, ConvDecoderTrunk, ConvEncoderTrunk, as_layers, conv_output_sizes
+from vaerl.models.blocks import (
+    NATURE_LAYERS,
+    ConvDecoderTrunk,
+    ConvEncoderTrunk,
+    as_layers,
+    conv_output_sizes,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 

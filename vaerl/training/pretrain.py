@@ -256,7 +256,7 @@ def finish(cfg: PretrainConfig, run_dir: Path, model: FrameModel, dataset: Frame
         "completed": True, "steps": cfg.train.steps, "model": model.kind, "env": cfg.env.id, "device": str(device),
         "vaerl_version": vaerl.__version__, "val": val, **throughput,
         "dataset": {"path": str(dataset.path), "frames": len(dataset), "episodes": dataset.meta.num_episodes,
-                    "val_frames": int(len(val_idx))},
+                    "val_frames": len(val_idx)},
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     write_json(run_dir / METRICS, metrics)
