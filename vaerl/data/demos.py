@@ -147,7 +147,7 @@ class DemoMetadata:
         self.stored_obs_shape = tuple(int(v) for v in self.stored_obs_shape)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(asdict(self), default=str)
 
     @classmethod
     def from_json(cls, text: str, path: Path) -> DemoMetadata:
@@ -186,7 +186,7 @@ class Demos:
 
     @property
     def num_steps(self) -> int:
-        return int(len(self.actions))
+        return len(self.actions)
 
     @property
     def episode_lengths(self) -> np.ndarray:
@@ -272,13 +272,22 @@ def record_demos(
         stored_obs_shape=obs_array.shape[1:],
         stored_obs_dtype=str(obs_array.dtype),
         obs_transform=transform_name if obs_transform is not None else None,
-        env_config=env_config,
+        env_config=env_config if env_config is not None else _env_config_of(env),
         expert=expert,
         seed=seed,
     )
     action_dtype = np.int64 if isinstance(env.action_space, spaces.Discrete) else np.float32
     return Demos(obs_array, np.asarray(actions, dtype=action_dtype), np.asarray(rewards, np.float32),
                  np.asarray(episode_ids, np.int64), np.asarray(terminated, bool), episode_info, metadata)
+
+
+def _env_config_of(env: gym.Env) -> dict[str, Any] | None:
+    """An :class:`EnvConfig` that rebuilds a ``gym.make``'d env with the same keyword arguments."""
+    if env.spec is None:
+        return None
+    kwargs = {k: v for k, v in env.spec.kwargs.items() if k != "render_mode"}
+    return EnvConfig(name=env.spec.id, id=env.spec.id, kind="gym", kwargs=kwargs,
+                     max_episode_steps=env.spec.max_episode_steps).to_dict()
 
 
 def _as_env_action(action: Any, space: spaces.Space) -> Any:
