@@ -55,9 +55,9 @@ def plot_rollouts(panels: Sequence[tuple[str, EvalResult]], path: str | Path, ma
                plt.Line2D([], [], color=COLOURS[RIGHT], label="success, passed right"),
                plt.Line2D([], [], color=FAILED, marker="x", markeredgecolor="tab:red", label="failure")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
