@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from vaerl.encoder import Encoder, load_encoder  # noqa: E402
-from vaerl.wrappers import wrap  # noqa: E402
+from vaerl.encoder import Encoder, load_encoder
+from vaerl.wrappers import wrap
 
 __all__ = ["Encoder", "__version__", "load_encoder", "wrap"]

@@ -1,0 +1,97 @@
+"""Training callbacks: evaluation on held-out seeds and resumable checkpoints, all written atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from vaerl.io import atomic_path, write_json
+
+CHECKPOINT = "checkpoints/last.zip"
+REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"
+
+
+def evaluate(model: BaseAlgorithm, env: VecEnv, episodes: int, seed: int, deterministic: bool = True) -> dict[str, Any]:
+    """Mean and std of the (unclipped, whole-game) return over ``episodes`` episodes from seed ``seed`` on."""
+    env.seed(seed)  # the same held-out starts at every evaluation, for every run
+    start = time.perf_counter()
+    returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic,
+                                       return_episode_rewards=True, warn=False)
+    return {
+        "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+        "mean_length": float(np.mean(lengths)), "episodes": len(returns),
+        "returns": [float(r) for r in returns], "lengths": [int(n) for n in lengths],
+        "seed": seed, "deterministic": deterministic, "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def save_model(model: BaseAlgorithm, path: Path) -> None:
+    """``model.save`` to a temporary name, then one rename: a reader never sees half a zip."""
+    with atomic_path(path) as tmp:  # its ".tmp" suffix stops SB3 from appending ".zip"
+        model.save(tmp)
+
+
+class PeriodicEval(BaseCallback):
+    """Every ``every`` agent steps: evaluate, log ``eval/*`` to TensorBoard, append to ``evaluations.json``."""
+
+    def __init__(self, env: VecEnv, path: Path, *, every: int, episodes: int, seed: int, deterministic: bool) -> None:
+        super().__init__()
+        self.env, self.path, self.every, self.episodes = env, Path(path), every, episodes
+        self.seed, self.deterministic = seed, deterministic
+        self.history: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        done = self.history[-1]["step"] if self.history else 0
+        self._next = (done // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            result = evaluate(self.model, self.env, self.episodes, self.seed, self.deterministic)
+            self.history.append({"step": self.num_timesteps, **result})
+            write_json(self.path, self.history)
+            self.logger.record("eval/mean_return", result["mean_return"])
+            self.logger.record("eval/std_return", result["std_return"])
+            self.logger.record("eval/mean_length", result["mean_length"])
+            self.logger.dump(self.num_timesteps)
+        return True
+
+
+class ResumableCheckpoint(BaseCallback):
+    """Every ``every`` agent steps (and when interrupted), save what ``train_agent`` needs to resume."""
+
+    def __init__(self, run_dir: Path, every: int) -> None:
+        super().__init__()
+        self.run_dir, self.every = Path(run_dir), every
+        self._last = 0
+
+    def _on_training_start(self) -> None:
+        self._last = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self.save()
+        return True
+
+    def save(self) -> None:
+        self._last = self.num_timesteps
+        save_checkpoint(self.model, self.run_dir)
+
+
+def save_checkpoint(model: BaseAlgorithm, run_dir: Path) -> None:
+    """The model (and replay buffer of off-policy algorithms) under ``run_dir/checkpoints``."""
+    if isinstance(model, OffPolicyAlgorithm):
+        with atomic_path(run_dir / REPLAY_BUFFER) as tmp:
+            model.save_replay_buffer(tmp)
+    save_model(model, run_dir / CHECKPOINT)  # last: its presence means the checkpoint is complete
+    write_json(run_dir / "checkpoints" / "last.json", {"num_timesteps": model.num_timesteps})

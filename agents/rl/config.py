@@ -1,0 +1,140 @@
+"""Typed configuration of ``scripts/train_agent.py``. YAML defaults live in ``configs/``; these are the schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaerl.encoder import MODES
+from vaerl.envs.make import EnvConfig
+from vaerl.errors import ConfigError
+from vaerl.wrappers import STACK_MODES
+
+
+@dataclass
+class PathsConfig:
+    runs: str = "runs"
+    """Root of run directories (pretrained encoders are looked up under ``<runs>/pretrain``)."""
+    data: str = "data"
+
+
+@dataclass
+class AgentConfig:
+    name: str = "ppo"
+    """Label used in the run directory."""
+    algo: str = "ppo"
+    """Stable-Baselines3 algorithm: ppo | a2c | dqn (discrete actions) | sac | td3 (continuous actions)."""
+    n_envs: int = 8
+    """Parallel envs collecting experience."""
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments shared by pixel and latent runs; ``lin_<x>`` is a linear schedule from x to 0."""
+    pixel: dict[str, Any] = field(default_factory=lambda: {"policy": "CnnPolicy"})
+    """Overrides of ``hyperparams`` for ``latent=false`` (the RL Zoo's pixel settings)."""
+    latent: dict[str, Any] = field(default_factory=lambda: {"policy": "MlpPolicy"})
+    """Overrides of ``hyperparams`` for ``latent=true``."""
+
+    def settings(self, latent: bool) -> dict[str, Any]:
+        """The constructor arguments of this run (a new dict)."""
+        return {**self.hyperparams, **(self.latent if latent else self.pixel)}
+
+
+@dataclass
+class EncoderOptions:
+    path: str | None = None
+    """Encoder checkpoint (file or pretraining run dir); ``None``: the one ``scripts/pretrain_vae.py`` wrote."""
+    model: str = "vae"
+    """Model kind of the pretraining run to look up when ``path`` is ``None``."""
+    seed: int = 0
+    """Seed of the pretraining run to look up when ``path`` is ``None``."""
+    mode: str = "mean"
+    """Latent fed to the agent: mean | sample (VAE) | indices (VQ-VAE codes)."""
+    stack: int = 4
+    """Consecutive latents per observation (motion), like the pixel baseline's 4 stacked frames."""
+    stack_mode: str = "concat"
+    """``concat``: the last ``stack`` latents; ``delta``: latent and its change since the last step."""
+    finetune: bool = False
+    """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the checkpoint's preprocessing spec (``source_shape``, ``layout``, ``image_key``, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"encoder.mode must be one of {MODES}, got {self.mode!r}")
+        if self.stack_mode not in STACK_MODES:
+            raise ConfigError(f"encoder.stack_mode must be one of {STACK_MODES}, got {self.stack_mode!r}")
+        if self.stack < 1:
+            raise ConfigError(f"encoder.stack must be >= 1, got {self.stack}")
+        if self.finetune and self.mode != "mean":
+            raise ConfigError("encoder.finetune=true trains on the deterministic features: use encoder.mode=mean")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 25_000
+    """Agent steps between evaluations during training (0: only the final one)."""
+    episodes: int = 5
+    """Episodes per periodic evaluation."""
+    final_episodes: int = 10
+    """Episodes of the final evaluation written to ``eval.json``."""
+    n_envs: int = 5
+    """Parallel eval envs (episodes are split between them)."""
+    seed_offset: int = 10_000
+    """Eval envs are seeded with ``seed + seed_offset``: held-out starts, the same for every run."""
+    deterministic: bool = True
+
+
+@dataclass
+class VideoConfig:
+    steps: int = 600
+    """Agent steps in ``play.gif`` (0: no video)."""
+    fps: int = 30
+    scale: int = 2
+    """Upscaling of the 84x84 frames in the video."""
+
+
+@dataclass
+class TrainAgentConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    latent: bool = True
+    """``true``: the agent sees encoder latents; ``false``: the pixel baseline (NatureCNN on 4 stacked frames)."""
+    total_steps: int = 100_000
+    """Agent steps (env steps summed over envs; one agent step = 4 Atari frames)."""
+    seed: int = 0
+    """Seeds python, numpy, torch, the envs and their action spaces."""
+    device: str = "auto"
+    """Policy and encoder device: auto (GPU if there is one) | cpu | cuda | cuda:N."""
+    threads: int = 0
+    """Torch CPU threads (0: 2 for pixel CNNs and fine-tuned encoders, 1 for frozen latents; see default_threads)."""
+    checkpoint_every: int = 25_000
+    """Agent steps between resumable checkpoints (``checkpoints/last.zip``)."""
+    resume: bool = True
+    """Continue from ``checkpoints/last.zip`` when the run dir has one."""
+    overwrite: bool = False
+    """Allow replacing a finished run in ``run_dir``."""
+    progress_bar: bool = True
+    run_dir: str | None = None
+    """Output folder; ``None``: ``<paths.runs>/agent/<env.name>/<agent.name>-latent<latent>/seed<seed>``."""
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1:
+            raise ConfigError(f"total_steps must be >= 1, got {self.total_steps}")
+
+    @property
+    def output_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        run = f"{self.agent.name}-latent{self.latent}"
+        return Path(self.paths.runs) / "agent" / self.env.name / run / f"seed{self.seed}"
+
+    def pretrained_encoder_path(self) -> Path:
+        """Where ``scripts/pretrain_vae.py env=<env.name> model=<encoder.model> seed=<encoder.seed>`` puts it."""
+        if self.encoder.path:
+            return Path(self.encoder.path)
+        run = Path(self.paths.runs) / "pretrain" / self.env.name / self.encoder.model / f"seed{self.encoder.seed}"
+        return run / "encoder.safetensors"

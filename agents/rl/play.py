@@ -1,0 +1,74 @@
+"""Reload a trained agent together with its encoder, and let it play."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.rl.builders import algorithm_class
+from agents.rl.config import TrainAgentConfig
+from agents.rl.envs import Observations, load_run_encoder, make_run_env, observations_for
+from vaerl.config import from_dict
+from vaerl.encoder import Encoder
+from vaerl.errors import CheckpointError
+from vaerl.runtime import resolve_device
+
+
+@dataclass
+class LoadedAgent:
+    """A trained SB3 model with the env it acts in (its encoder wrapper included)."""
+
+    model: BaseAlgorithm
+    env: VecEnv
+    config: TrainAgentConfig
+    observations: Observations
+
+    @property
+    def encoder(self) -> Encoder | None:
+        return self.observations.encoder
+
+
+def load_agent(
+    run_dir: str | Path, *, device: str | torch.device = "auto", n_envs: int = 1, seed: int | None = None,
+    file: str = "agent.zip",
+) -> LoadedAgent:
+    """Rebuild a run's env from ``config.json`` and its own ``encoder.safetensors``, then load the model.
+
+    Only files of the run directory are read. The encoder is safetensors + JSON; the agent zip is read by
+    SB3's ``load``, which unpickles its hyperparameters (trust run directories as you would SB3 zips).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / file).exists() or not (run_dir / "config.json").exists():
+        raise CheckpointError(f"{run_dir} holds no trained agent ({file} and config.json): train one with "
+                              "`python scripts/train_agent.py ...` first")
+    cfg = from_dict(TrainAgentConfig, json.loads((run_dir / "config.json").read_text()))
+    if cfg.latent:
+        own = str(run_dir / "encoder.safetensors")
+        cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
+    device = resolve_device(device)
+    encoder = load_run_encoder(cfg, device) if cfg.latent else None
+    observations = observations_for(cfg, encoder)
+    seed = cfg.seed + cfg.eval.seed_offset if seed is None else seed
+    env = make_run_env(cfg, observations, n_envs=n_envs, seed=seed, training=False)
+    model = algorithm_class(cfg.agent.algo).load(run_dir / file, env=env, device=device)
+    return LoadedAgent(model, env, cfg, observations)
+
+
+def play(agent: LoadedAgent, episodes: int = 1, *, deterministic: bool = True, max_steps: int = 100_000) -> list[float]:
+    """Whole-game returns (unclipped) of ``episodes`` games played by ``agent`` (env 0 only)."""
+    returns: list[float] = []
+    obs = agent.env.reset()
+    for _ in range(max_steps):
+        action, _ = agent.model.predict(obs, deterministic=deterministic)
+        obs, _, dones, infos = agent.env.step(action)
+        if dones[0] and "episode" in infos[0]:
+            returns.append(float(infos[0]["episode"]["r"]))
+            if len(returns) == episodes:
+                break
+    return returns

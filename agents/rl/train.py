@@ -1,0 +1,183 @@
+"""``train_agent(cfg)``: an SB3 agent on encoder latents or on pixels, evaluated, checkpointed and filmed.
+
+Run directory (``cfg.output_dir``)::
+
+    config.json            the resolved config (what load_agent rebuilds the env from)
+    encoder.safetensors    a copy of the encoder (latent runs), so the agent reloads with its own
+    agent.zip              the final SB3 model
+    checkpoints/last.zip   the latest periodic checkpoint (+ replay buffer for off-policy algorithms)
+    evaluations.json       periodic evaluations on held-out seeds
+    eval.json              the final evaluation: mean and std of the whole-game, unclipped return
+    play.gif               the agent playing, frame beside reconstruction
+    tb/                    TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from agents.rl.builders import algorithm_class, build_agent, check_action_space
+from agents.rl.callbacks import (
+    CHECKPOINT,
+    REPLAY_BUFFER,
+    PeriodicEval,
+    ResumableCheckpoint,
+    evaluate,
+    save_model,
+)
+from agents.rl.config import TrainAgentConfig
+from agents.rl.envs import Observations, load_run_encoder, make_run_env, observations_for
+from agents.rl.features import load_pretrained
+from agents.rl.video import record_play
+from vaerl.config import to_dict
+from vaerl.errors import ConfigError
+from vaerl.io import atomic_path, write_json
+from vaerl.runtime import configure_threads, resolve_device, seed_everything
+
+log = logging.getLogger("agents")
+FINISHED = "eval.json"
+
+
+def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
+    """Train, evaluate and film an agent as ``cfg`` says; returns the final evaluation and speed."""
+    run_dir = cfg.output_dir
+    resume = _check_run_dir(run_dir, cfg)
+    if resume and cfg.latent and (run_dir / "encoder.safetensors").exists():
+        # a resumed run keeps the encoder it started with
+        own = str(run_dir / "encoder.safetensors")
+        cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    algorithm_class(cfg.agent.algo)
+
+    # everything that can be wrong with the inputs fails here, before any file is written
+    encoder = load_run_encoder(cfg, device) if cfg.latent else None
+    observations = observations_for(cfg, encoder)
+    configure_threads(cfg.threads or default_threads(observations.kind))
+    env = make_run_env(cfg, observations, n_envs=cfg.agent.n_envs, seed=cfg.seed, training=True)
+    eval_env = None
+    try:
+        check_action_space(cfg.agent.algo, env.action_space, cfg.env.id)
+        eval_seed = cfg.seed + cfg.eval.seed_offset
+        eval_env = make_run_env(cfg, observations, n_envs=cfg.eval.n_envs, seed=eval_seed, training=False)
+        settings = cfg.agent.settings(cfg.latent)
+        policy = observations.policy(settings, env.observation_space)
+
+        _write_inputs(run_dir, cfg, encoder, fresh=not resume)
+        model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, resume)
+        start_steps, start = model.num_timesteps, time.perf_counter()
+        _learn(model, cfg, run_dir, eval_env, eval_seed)
+        seconds = time.perf_counter() - start
+        save_model(model, run_dir / "agent.zip")
+
+        final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.deterministic)
+        result = {
+            **final, "env": cfg.env.id, "algo": cfg.agent.algo, "latent": cfg.latent, "seed": cfg.seed,
+            "finetune": cfg.latent and cfg.encoder.finetune, "device": str(device),
+            "total_steps": model.num_timesteps, "resumed_from": start_steps, "train_seconds": round(seconds, 1),
+            "fps": round((model.num_timesteps - start_steps) / max(seconds, 1e-9), 1),
+        }
+    finally:
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+    if cfg.video.steps > 0:
+        video_env = make_run_env(cfg, observations, n_envs=1, seed=eval_seed, training=False)
+        try:
+            result["video"] = record_play(model, video_env, observations, run_dir / "play.gif", steps=cfg.video.steps,
+                                          fps=cfg.video.fps, scale=cfg.video.scale, mode=cfg.encoder.mode)
+        finally:
+            video_env.close()
+    write_json(run_dir / FINISHED, result)
+    log.info("%s %s latent=%s: return %.2f +- %.2f over %d episodes (%s)", cfg.agent.algo, cfg.env.name, cfg.latent,
+             result["mean_return"], result["std_return"], result["episodes"], run_dir)
+    return result
+
+
+def _check_run_dir(run_dir: Path, cfg: TrainAgentConfig) -> bool:
+    """Whether to resume; refuses to replace a finished run unless ``overwrite=true``."""
+    if (run_dir / FINISHED).exists() and not cfg.overwrite:
+        raise ConfigError(f"{run_dir} already holds a finished run ({FINISHED}); pass overwrite=true to replace it, "
+                          "or choose another run_dir or seed")
+    has_checkpoint = (run_dir / CHECKPOINT).exists()
+    if has_checkpoint and not cfg.resume and not cfg.overwrite:
+        raise ConfigError(f"{run_dir} holds an unfinished run; pass resume=true to continue it or overwrite=true "
+                          "to start again")
+    return has_checkpoint and cfg.resume and not cfg.overwrite
+
+
+def default_threads(observations: str) -> int:
+    """Torch threads for a run observing ``pixels`` / ``finetune`` / ``latent`` / ``raw`` (see MEASURED.md).
+
+    Conv nets trained in the policy want two threads. A frozen encoder in the env loop runs between
+    ale-py's worker threads, and two torch threads spin-wait into them; a small MLP learner gains
+    nothing from a second thread either. So latent runs use one (bench_agent.py times both).
+    """
+    return 2 if observations in ("pixels", "finetune") else 1
+
+
+def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, encoder: Any, fresh: bool) -> None:
+    if fresh:  # outputs of an earlier run that overwrite=true replaces
+        for name in (FINISHED, "agent.zip", "evaluations.json", "play.gif"):
+            (run_dir / name).unlink(missing_ok=True)
+        for name in ("checkpoints", "tb"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    if encoder is not None:
+        source = cfg.pretrained_encoder_path()
+        source = source / "encoder.safetensors" if source.is_dir() else source
+        target = run_dir / "encoder.safetensors"
+        if source.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+    write_json(run_dir / "config.json", to_dict(cfg))
+
+
+def _load_or_build(
+    cfg: TrainAgentConfig, run_dir: Path, env: Any, observations: Observations, settings: dict[str, Any],
+    policy: str, device: torch.device, resume: bool,
+) -> BaseAlgorithm:
+    tensorboard = str(run_dir / "tb")
+    if resume:
+        model = algorithm_class(cfg.agent.algo).load(run_dir / CHECKPOINT, env=env, device=device,
+                                                     tensorboard_log=tensorboard)
+        if isinstance(model, OffPolicyAlgorithm) and (run_dir / REPLAY_BUFFER).exists():
+            model.load_replay_buffer(run_dir / REPLAY_BUFFER)
+        log.info("resuming %s from step %d", run_dir / CHECKPOINT, model.num_timesteps)
+        return model
+    model = build_agent(cfg.agent.algo, settings, env, policy=policy, seed=cfg.seed, device=device,
+                        tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs(cfg))
+    if observations.kind == "finetune":
+        load_pretrained(model.policy, run_dir / "encoder.safetensors")
+    return model
+
+
+def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env: Any, eval_seed: int) -> None:
+    remaining = cfg.total_steps - model.num_timesteps
+    if remaining <= 0:
+        return
+    checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_every)
+    callbacks = [checkpoint]
+    if cfg.eval.every > 0:
+        callbacks.append(PeriodicEval(eval_env, run_dir / "evaluations.json", every=cfg.eval.every,
+                                      episodes=cfg.eval.episodes, seed=eval_seed, deterministic=cfg.eval.deterministic))
+    progress_bar = cfg.progress_bar and importlib.util.find_spec("rich") is not None
+    if cfg.progress_bar and not progress_bar:
+        log.warning("no progress bar: SB3's needs `pip install rich tqdm`")
+    try:
+        model.learn(remaining, callback=callbacks, progress_bar=progress_bar, tb_log_name=cfg.agent.algo,
+                    reset_num_timesteps=model.num_timesteps == 0)
+    except KeyboardInterrupt:
+        checkpoint.save()
+        log.warning("interrupted at step %d: checkpoint saved, run the same command again to resume",
+                    model.num_timesteps)
+        raise

@@ -1,0 +1,202 @@
+"""Latent vs pixel pipelines on Breakout, side by side in one process (results in BENCHMARKS.md).
+
+    flock /tmp/vaerl-bench.lock python scripts/bench_agent.py [--encoder PATH] [--device cpu|cuda|auto]
+        [--env-steps 4000] [--train-steps 4096] [--repeats 3] [--out bench_results/agent.json]
+
+1. Env pipeline, 8 envs, random actions: SB3's standard Atari stack (make_atari_env + VecFrameStack(4)),
+   ale-py's native vector env returning the same stacked pixels, a naive latent wrapper on SB3's stack,
+   and vaerl's latent path (native vector env + LatentVecEnv, 4 stacked latents) as train_agent runs it.
+2. Encoder throughput at batch 8 and 64.
+3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
+   CnnPolicy on pixels vs MlpPolicy on latents.
+
+Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
+speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from agents.rl.builders import build_agent
+from agents.rl.config import AgentConfig
+from agents.rl.train import default_threads
+from vaerl.checkpoint import save_checkpoint
+from vaerl.config import from_dict
+from vaerl.encoder import Encoder, load_encoder
+from vaerl.envs import EnvConfig
+from vaerl.envs.vector import AtariVecEnv
+from vaerl.io import write_json
+from vaerl.models import build_model
+from vaerl.preprocessing import PreprocessSpec
+from vaerl.runtime import resolve_device
+from vaerl.wrappers import LatentVecEnv
+
+REPO = Path(__file__).resolve().parents[1]
+gym.register_envs(ale_py)  # the NoFrameskip-v4 ids SB3's make_atari_env uses
+N_ENVS, LATENT_STACK = 8, 4
+
+
+def default_encoder(device: torch.device) -> Encoder:
+    model_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs/model/vae.yaml"))
+    kind = model_cfg.pop("kind")
+    model = build_model(kind, input_shape=(1, 84, 84), **model_cfg)
+    path = Path(tempfile.mkdtemp()) / "encoder.safetensors"
+    save_checkpoint(path, model, PreprocessSpec((84, 84), layout="hw"), EnvConfig().to_dict())
+    return load_encoder(path, device)
+
+
+def sb3_pixels():
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    return VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=N_ENVS, seed=0), 4)
+
+
+def naive_latent(encoder: Encoder):
+    from stable_baselines3.common.env_util import make_atari_env
+
+    wrapped = Encoder(encoder.model, encoder.spec.replace(source_shape=(84, 84, 1), layout="hwc"), encoder.info,
+                      encoder.device)
+    return LatentVecEnv(make_atari_env("BreakoutNoFrameskip-v4", n_envs=N_ENVS, seed=0), wrapped, stack=LATENT_STACK)
+
+
+def ale_pixels():
+    return AtariVecEnv(EnvConfig(), N_ENVS, frame_stack=4)
+
+
+def ale_latent(encoder: Encoder):
+    return LatentVecEnv(AtariVecEnv(EnvConfig(), N_ENVS), encoder, stack=LATENT_STACK)
+
+
+def env_speed(make, steps: int, repeats: int, threads: int) -> float:
+    """Median agent steps/s (env steps summed over envs) of random play."""
+    torch.set_num_threads(threads)
+    rates = []
+    for _ in range(repeats):
+        venv = make()
+        venv.seed(0)
+        venv.reset()
+        rng = np.random.default_rng(0)
+        actions = rng.integers(0, venv.action_space.n, size=(steps // N_ENVS + 10, N_ENVS))
+        for a in actions[:10]:  # warm-up
+            venv.step(a)
+        start = time.perf_counter()
+        for a in actions[10:]:
+            venv.step(a)
+        rates.append((len(actions) - 10) * N_ENVS / (time.perf_counter() - start))
+        venv.close()
+    return statistics.median(rates)
+
+
+def encoder_speed(encoder: Encoder, batch: int, threads: int, seconds: float = 3.0) -> float:
+    torch.set_num_threads(threads)
+    frames = np.random.default_rng(0).integers(0, 256, size=(batch, *encoder.spec.input_shape), dtype=np.uint8)
+    for _ in range(5):
+        encoder.encode_frames(frames)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        encoder.encode_frames(frames).cpu()
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def train_speed(make_env, latent: bool, steps: int, threads: int, device: torch.device) -> float:
+    """PPO agent steps/s over ``steps`` steps (after one warm-up update)."""
+    torch.set_num_threads(threads)
+    raw = OmegaConf.to_container(OmegaConf.load(REPO / "configs/agent/ppo.yaml"))
+    agent = from_dict(AgentConfig, raw)
+    settings = agent.settings(latent)
+    env = make_env()
+    model = build_agent("ppo", settings, env, policy=settings["policy"], seed=0, device=device, tensorboard_log=None)
+    rollout = settings["n_steps"] * N_ENVS
+    model.learn(rollout)
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", help="encoder checkpoint (default: random-init default architecture)")
+    parser.add_argument("--device", default="cpu", help="encoder and policy device: cpu | cuda | auto")
+    parser.add_argument("--env-steps", type=int, default=4000)
+    parser.add_argument("--train-steps", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", default="bench_results/agent.json")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    encoder = load_encoder(args.encoder, device) if args.encoder else default_encoder(device)
+    latent_threads = default_threads("latent")
+    results: dict = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+                    "device": str(device), "torch": torch.__version__, "load_average_before": os.getloadavg()[0]},
+        "encoder": {"path": args.encoder or "random init, configs/model/vae.yaml", "latent_dim": encoder.latent_dim(),
+                    "params": sum(p.numel() for p in encoder.model.parameters())},
+        "command": "python scripts/bench_agent.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
+    }
+
+    env_cases = {
+        "sb3_pixels (make_atari_env + VecFrameStack 4)": (sb3_pixels, 1),
+        "ale_pixels (AtariVecEnv, stack 4)": (ale_pixels, 1),
+        f"naive_latent (make_atari_env + LatentVecEnv), {latent_threads} thread": (lambda: naive_latent(encoder),
+                                                                                   latent_threads),
+        f"vaerl_latent (AtariVecEnv + LatentVecEnv), {latent_threads} thread": (lambda: ale_latent(encoder),
+                                                                                latent_threads),
+        "vaerl_latent, 2 threads": (lambda: ale_latent(encoder), 2),
+    }
+    env = {name: env_speed(make, args.env_steps, args.repeats, threads) for name, (make, threads) in env_cases.items()}
+    sb3, ale, naive, latent = (env[name] for name in list(env)[:4])
+    results["env_steps_per_s"] = env
+    results["env_ratios"] = {"vaerl_latent / sb3_pixels": latent / sb3, "vaerl_latent / ale_pixels": latent / ale,
+                             "naive_latent / sb3_pixels": naive / sb3}
+    results["encoder_frames_per_s"] = {f"batch {b}, {t} thread(s)": encoder_speed(encoder, b, t)
+                                       for b in (8, 64) for t in (1, 2)}
+    if not args.skip_train:
+        # the pixel baseline at its best thread count, so a busy machine cannot flatter the ratio
+        pixel = {t: train_speed(ale_pixels, False, args.train_steps, t, device) for t in (1, 2)}
+        latent_fps = train_speed(lambda: ale_latent(encoder), True, args.train_steps, latent_threads, device)
+        best = max(pixel.values())
+        results["ppo_fps"] = {**{f"pixels (CnnPolicy), {t} thread(s)": v for t, v in pixel.items()},
+                              f"latents (MlpPolicy), {latent_threads} thread": latent_fps,
+                              "ratio latents / best pixels": latent_fps / best}
+
+    results["machine"]["load_average_after"] = os.getloadavg()[0]  # other jobs on a shared machine skew it all
+    write_json(args.out, results)
+    machine = results["machine"]
+    print(f"\n{results['command']}  (device {device}, {machine['cores']} cores, load average "
+          f"{machine['load_average_before']:.1f} -> {machine['load_average_after']:.1f})\n")
+    print("| env pipeline, 8 Breakout envs, random actions | agent steps/s |\n|---|---|")
+    for name, rate in env.items():
+        print(f"| {name} | {rate:,.0f} |")
+    for name, ratio in results["env_ratios"].items():
+        print(f"| ratio {name} | {ratio:.2f}x |")
+    print("\n| encoder (encode_frames) | frames/s |\n|---|---|")
+    for name, rate in results["encoder_frames_per_s"].items():
+        print(f"| {name} | {rate:,.0f} |")
+    if "ppo_fps" in results:
+        print("\n| PPO, zoo Atari settings, 8 envs, n_steps 128 | fps / ratio |\n|---|---|")
+        for name, value in results["ppo_fps"].items():
+            print(f"| {name} | {value:,.2f} |" if "ratio" in name else f"| {name} | {value:,.0f} |")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Train a Stable-Baselines3 agent on encoder latents (latent=true) or on pixels (latent=false).
+
+    python scripts/train_agent.py latent=true env=Breakout agent=ppo [encoder=<path>] [device=auto]
+    python scripts/train_agent.py latent=false env=Breakout agent=ppo
+    python scripts/train_agent.py -m latent=true,false seed=0,1
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from agents.rl import TrainAgentConfig, train_agent
+from vaerl.cli import parse_config, run_main
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train_agent")
+def main(cfg: DictConfig) -> float:
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    metrics = run_main(lambda: train_agent(parse_config(TrainAgentConfig, raw)))
+    return float(metrics["mean_return"])  # the objective for Hydra sweepers
+
+
+if __name__ == "__main__":
+    # `encoder=<path>` is shorthand for `encoder.path=<path>` (encoder is a node: encoder.finetune=true, ...)
+    sys.argv = [f"encoder.path={a[8:]}" if a.startswith("encoder=") else a for a in sys.argv]
+    main()

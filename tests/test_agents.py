@@ -1,0 +1,282 @@
+"""SB3 agents on latents and pixels: end-to-end runs, reload-and-play, resume, fine-tuning, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import vaerl
+from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train_agent
+from agents.rl.builders import build_agent, model_kwargs
+from agents.rl.callbacks import PeriodicEval, evaluate
+from agents.rl.envs import Observations, make_run_env
+from agents.rl.features import load_pretrained
+from vaerl.checkpoint import load_model, save_checkpoint
+from vaerl.cli import parse_config
+from vaerl.config import from_dict
+from vaerl.envs import EnvConfig, make_env, preprocess_spec
+from vaerl.errors import CheckpointError, ConfigError, ObservationError
+from vaerl.models import build_model
+from vaerl.wrappers import LatentPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "hidden_dim": 32}
+FAKE = {"name": "fake", "id": "vaerl/FakeFrames-v0", "kind": "gym", "size": None,
+        "kwargs": {"size": [40, 40], "max_steps": 30}}
+QUICK = {  # a few seconds: 2 envs x 32 steps per PPO update
+    "agent": {"name": "ppo", "algo": "ppo", "n_envs": 2,
+              "hyperparams": {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "learning_rate": "lin_2.5e-4"},
+              "latent": {"policy": "MlpPolicy", "policy_kwargs": {"net_arch": [16]}}},
+    "eval": {"every": 64, "episodes": 2, "final_episodes": 2, "n_envs": 2},
+    "video": {"steps": 6, "scale": 1}, "total_steps": 128, "checkpoint_every": 64, "progress_bar": False,
+    "threads": 1,  # two threads crawl when the CPU is shared with other jobs (tests stay fast anywhere)
+}
+
+
+def save_encoder(path: Path, env: dict, trained_on: dict | None = None) -> Path:
+    """A random-init tiny VAE for the frames of ``env``, recorded as pretrained on ``trained_on`` (default ``env``)."""
+    config = from_dict(EnvConfig, env)
+    spec = preprocess_spec(config, make_env(config))
+    model = build_model("vae", input_shape=spec.input_shape, **TINY)
+    return save_checkpoint(path, model, spec, (trained_on or env) | {})
+
+
+def config(tmp_path: Path, **changes) -> TrainAgentConfig:
+    data = json.loads(json.dumps({**QUICK, "env": FAKE, "paths": {"runs": str(tmp_path / "runs")}}))
+    for key, value in changes.items():
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return from_dict(TrainAgentConfig, data)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """A runs/ folder holding the encoder scripts/pretrain_vae.py env=fake would have written."""
+    save_encoder(tmp_path / "runs/pretrain/fake/vae/seed0/encoder.safetensors", FAKE)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("trained")
+    save_encoder(tmp / "runs/pretrain/fake/vae/seed0/encoder.safetensors", FAKE)
+    result = train_agent(config(tmp))
+    assert result["total_steps"] == 128
+    return config(tmp).output_dir
+
+
+# ---------------------------------------------------------------------------------------- end to end
+def test_latent_run_writes_every_output(trained: Path) -> None:
+    assert trained.name == "seed0" and trained.parent.name == "ppo-latentTrue"
+    result = json.loads((trained / "eval.json").read_text())
+    assert result["episodes"] == 2 and len(result["returns"]) == 2 and result["latent"] is True
+    assert result["mean_return"] == pytest.approx(np.mean(result["returns"]))
+    assert result["std_return"] == pytest.approx(np.std(result["returns"]))
+    history = json.loads((trained / "evaluations.json").read_text())
+    assert [h["step"] for h in history] == [64, 128]
+    for name in ("agent.zip", "encoder.safetensors", "config.json", "checkpoints/last.zip", "play.gif"):
+        assert (trained / name).is_file(), name
+    assert list((trained / "tb").rglob("events.out.tfevents*"))
+    frames = iio.imread(trained / "play.gif")
+    assert frames.shape[0] == 6 and frames.shape[1:3] == (40, 2 * 40 + 2)  # frame | reconstruction
+
+
+def test_saved_agent_reloads_with_its_encoder_and_reproduces_its_evaluation(trained: Path) -> None:
+    agent = load_agent(trained, device="cpu", n_envs=2)
+    assert agent.encoder is not None and agent.encoder.info.env_id == "vaerl/FakeFrames-v0"
+    assert agent.env.observation_space.shape == (4 * 4,)  # 4 stacked 4-d latents
+    cfg = agent.config
+    again = evaluate(agent.model, agent.env, cfg.eval.final_episodes, cfg.seed + cfg.eval.seed_offset)
+    assert again["returns"] == json.loads((trained / "eval.json").read_text())["returns"]
+    returns = play(load_agent(trained, device="cpu"), episodes=1)
+    assert len(returns) == 1 and returns[0] >= 0
+
+
+def test_finished_run_is_not_overwritten(trained: Path) -> None:
+    before = (trained / "eval.json").read_bytes()
+    cfg = replace(config(trained.parents[4]), run_dir=str(trained))
+    with pytest.raises(ConfigError, match="overwrite=true"):
+        train_agent(cfg)
+    assert (trained / "eval.json").read_bytes() == before
+
+
+def test_pixel_baseline_uses_natureccn_on_four_stacked_frames(tmp_path: Path) -> None:
+    cfg = config(tmp_path, latent=False, **{"agent.pixel": {"policy": "CnnPolicy"}, "eval.every": 0, "video.steps": 0})
+    result = train_agent(cfg)
+    agent = load_agent(cfg.output_dir, device="cpu")
+    assert agent.env.observation_space.shape == (4, 40, 40)
+    assert type(agent.model.policy.features_extractor).__name__ == "NatureCNN"
+    assert result["latent"] is False and cfg.output_dir.parent.name == "ppo-latentFalse"
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(runs, **{"eval.every": 32})
+    step = PeriodicEval._on_step
+
+    def interrupt(self):  # Ctrl-C once the first checkpoint (64 steps) is on disk
+        if self.num_timesteps >= 96:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(PeriodicEval, "_on_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(cfg)
+    state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
+    assert state["num_timesteps"] == 96 and not (cfg.output_dir / "eval.json").exists()
+    monkeypatch.setattr(PeriodicEval, "_on_step", step)
+    result = train_agent(cfg)
+    history = json.loads((cfg.output_dir / "evaluations.json").read_text())
+    steps = [h["step"] for h in history]
+    assert result["resumed_from"] == 96 and result["total_steps"] >= 128  # PPO finishes its last rollout
+    assert steps[:2] == [32, 64] and steps == sorted(steps) and steps[-1] >= 128
+
+
+# ---------------------------------------------------------------------------------------- fine-tuning
+def test_features_extractor_starts_from_the_checkpoint_and_matches_the_frozen_wrapper(runs: Path) -> None:
+    ckpt = runs / "runs/pretrain/fake/vae/seed0/encoder.safetensors"
+    info = load_model(ckpt)[1]
+    extractor = EncoderFeatures(spaces.Box(0, 255, (3, 40, 40), np.uint8), "vae", info.model_config, stack=3)
+    extractor.load_checkpoint(ckpt)
+    encoder = vaerl.load_encoder(ckpt, "cpu")
+    pipeline = LatentPipeline(encoder, 1, stack=3)
+    env = make_env(from_dict(EnvConfig, FAKE))
+    obs, _ = env.reset(seed=0)
+    pipeline.step(obs[None], np.array([True]))
+    frames = [encoder.preprocess(obs[None])]
+    for action in (2, 2):
+        obs, *_ = env.step(action)
+        expected = pipeline.step(obs[None], np.array([False]))[0]
+        frames.append(encoder.preprocess(obs[None]))
+    stacked = torch.as_tensor(np.concatenate(frames, axis=1)).float() / 255.0
+    np.testing.assert_allclose(extractor(stacked).detach().numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("trainable", [True, False])
+def test_features_extractor_is_finetuned_or_stays_frozen(runs: Path, trainable: bool) -> None:
+    ckpt = runs / "runs/pretrain/fake/vae/seed0/encoder.safetensors"
+    cfg = config(runs, **{"encoder.finetune": True})
+    observations = Observations("finetune", vaerl.load_encoder(ckpt, "cpu"))
+    env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+    assert env.observation_space.shape == (4, 40, 40)  # 4 frames for 4 stacked latents
+    kwargs = observations.policy_kwargs(cfg)
+    kwargs["features_extractor_kwargs"]["trainable"] = trainable
+    settings = cfg.agent.settings(True) | {"learning_rate": 1e-3}  # (a linear schedule is 0 at the end of learn(64))
+    model = build_agent("ppo", settings, env, policy="MlpPolicy", seed=0,
+                        device=torch.device("cpu"), tensorboard_log=None, extra_policy_kwargs=kwargs)
+    assert load_pretrained(model.policy, ckpt) == 1
+    pretrained = load_model(ckpt)[0].state_dict()
+    extractor = model.policy.features_extractor.model
+    assert all(torch.equal(pretrained[k], v) for k, v in extractor.state_dict().items())
+    model.learn(64)
+    changed = any(not torch.equal(pretrained[k], v) for k, v in extractor.state_dict().items())
+    assert changed is trainable
+
+
+def test_finetuned_run_reloads_with_its_trained_encoder(runs: Path) -> None:
+    cfg = config(runs, **{"encoder.finetune": True, "eval.every": 0, "total_steps": 64})
+    assert train_agent(cfg)["finetune"] is True
+    agent = load_agent(cfg.output_dir, device="cpu")
+    assert isinstance(agent.model.policy.features_extractor, EncoderFeatures)
+    assert (cfg.output_dir / "play.gif").is_file()
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def test_missing_encoder_names_the_command_that_makes_one(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"python scripts/pretrain_vae.py env=fake model=vae seed=0"):
+        train_agent(config(tmp_path))
+    assert not (tmp_path / "runs" / "agent").exists()
+
+
+def test_encoder_of_another_env_or_preprocessing_is_refused(tmp_path: Path) -> None:
+    pong = save_encoder(tmp_path / "pong.safetensors", FAKE, trained_on={**FAKE, "id": "ALE/Pong-v5"})
+    with pytest.raises(CheckpointError, match="ALE/Pong-v5"):
+        train_agent(config(tmp_path, **{"encoder.path": str(pong)}))
+    resized = save_encoder(tmp_path / "resized.safetensors", FAKE, trained_on={**FAKE, "size": [32, 32]})
+    with pytest.raises(CheckpointError, match=r"env.size=None here, \[32, 32\] in pretraining"):
+        train_agent(config(tmp_path, **{"encoder.path": str(resized)}))
+    small = save_encoder(tmp_path / "small.safetensors", {**FAKE, "kwargs": {"size": [36, 36]}}, trained_on=FAKE)
+    with pytest.raises(ObservationError, match=r"source_shape.*\(40, 40, 1\)"):
+        train_agent(config(tmp_path, **{"encoder.path": str(small)}))
+    assert not (tmp_path / "runs" / "agent").exists()
+
+
+def test_algorithm_that_cannot_handle_the_action_space(runs: Path) -> None:
+    with pytest.raises(ConfigError, match=r"SAC needs a continuous .*Discrete\(3\).*agent=ppo"):
+        train_agent(config(runs, **{"agent.algo": "sac", "agent.name": "sac"}))
+    assert not (runs / "runs" / "agent").exists()
+
+
+def test_latent_run_on_an_env_without_images(runs: Path) -> None:
+    cartpole = {"name": "CartPole", "id": "CartPole-v1", "kind": "gym", "size": None}
+    with pytest.raises(ConfigError, match="needs image observations"):
+        train_agent(config(runs, env=cartpole))
+    assert not (runs / "runs" / "agent").exists()
+
+
+# ---------------------------------------------------------------------------------------- configs and the script
+@pytest.mark.parametrize("agent", ["ppo", "a2c", "dqn", "sac", "td3"])
+def test_every_agent_config_composes_into_sb3_arguments(agent: str, tmp_path: Path) -> None:
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train_agent", overrides=[f"agent={agent}", f"run_dir={tmp_path}"])
+    parsed = parse_config(TrainAgentConfig, OmegaConf.to_container(cfg, resolve=True))
+    box = spaces.Box(-1, 1, (2,), np.float32)
+    for latent in (True, False):
+        kwargs = model_kwargs(parsed.agent.settings(latent), box)
+        assert "policy" not in kwargs and not any(isinstance(v, str) and v.startswith("lin_") for v in kwargs.values())
+    assert parsed.env.id == "ALE/Breakout-v5" and parsed.latent is True
+
+
+def run_script(tmp_path: Path, *overrides: str, quick: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VAERL_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
+    settings = ["agent.n_envs=2", "agent.hyperparams.n_steps=32", "agent.hyperparams.batch_size=32",
+                "agent.hyperparams.n_epochs=1", "total_steps=64", "eval.every=0", "eval.final_episodes=1",
+                "eval.n_envs=1", "video.steps=4", "progress_bar=false", "checkpoint_every=32", "threads=1"]
+    settings = settings if quick else []
+    return subprocess.run([sys.executable, str(REPO / "scripts/train_agent.py"), *settings, *overrides],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("latent", ["true", "false"])
+def test_script_on_the_fake_env(tmp_path: Path, latent: str) -> None:
+    ckpt = save_encoder(tmp_path / "enc.safetensors", {**FAKE, "kwargs": {"size": [84, 84], "channels": 1,
+                                                                            "max_steps": 100}})
+    done = run_script(tmp_path, "env=fake", f"latent={latent}", f"encoder={ckpt}", "env.kwargs.max_steps=30")
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / f"runs/agent/fake/ppo-latent{latent.capitalize()}/seed0"
+    assert json.loads((run / "eval.json").read_text())["latent"] is (latent == "true")
+
+
+@pytest.mark.slow
+@pytest.mark.atari
+@pytest.mark.parametrize("latent", ["true", "false"])
+def test_script_on_breakout(tmp_path: Path, latent: str) -> None:
+    save_encoder(tmp_path / "runs/pretrain/Breakout/vae/seed0/encoder.safetensors",
+                 EnvConfig().to_dict() | {"name": "Breakout"})
+    done = run_script(tmp_path, f"latent={latent}", "env.max_episode_steps=200")  # games capped for speed
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / f"runs/agent/Breakout/ppo-latent{latent.capitalize()}/seed0/eval.json").read_text())
+    assert result["env"] == "ALE/Breakout-v5" and result["episodes"] == 1
+
+
+@pytest.mark.slow
+def test_script_error_is_one_clear_line(tmp_path: Path) -> None:
+    done = run_script(tmp_path, "env=fake", "agent=sac", quick=False)
+    assert done.returncode == 2
+    assert "python scripts/pretrain_vae.py env=fake" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs/agent/fake/sac-latentTrue/seed0/config.json").exists()
