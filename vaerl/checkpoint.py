@@ -20,6 +20,8 @@ from vaerl.preprocessing import PreprocessSpec
 from vaerl.tensorfile import load_state_strict, load_tensor_file, read_tensor_metadata, save_tensor_file
 
 FORMAT = "vaerl-encoder"
+CHECKPOINT_FILE = "encoder.safetensors"
+"""The checkpoint's name inside a run directory."""
 FORMAT_VERSION = 1
 _WHAT = "encoder checkpoint"
 _FIX = "pretrain one with `python scripts/pretrain_vae.py env=<Env>` or pass an existing encoder.safetensors"
@@ -54,7 +56,7 @@ def save_checkpoint(
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     """Read a checkpoint's metadata (file or run directory) without loading its weights."""
-    path = _checkpoint_file(path)
+    path = checkpoint_file(path)
     return _info(path, read_tensor_metadata(path, kind=FORMAT, version=FORMAT_VERSION, what=_WHAT, fix=_FIX))
 
 
@@ -63,7 +65,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str |
 
     ``kind`` asserts the model family.
     """
-    path = _checkpoint_file(path)
+    path = checkpoint_file(path)
     state, metadata = load_tensor_file(path, kind=FORMAT, version=FORMAT_VERSION, what=_WHAT, fix=_FIX)
     info = _info(path, metadata)
     if kind is not None and info.kind != kind:
@@ -78,9 +80,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str |
     return model.to(device).eval(), info
 
 
-def _checkpoint_file(path: str | Path) -> Path:
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file of ``path``, which names the file itself or a run directory holding it."""
     path = Path(path)
-    return path / "encoder.safetensors" if path.is_dir() else path
+    return path / CHECKPOINT_FILE if path.is_dir() else path
 
 
 def _info(path: Path, metadata: dict[str, Any]) -> CheckpointInfo:

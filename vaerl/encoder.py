@@ -12,6 +12,7 @@ from vaerl.checkpoint import CheckpointInfo, load_model
 from vaerl.errors import CheckpointError, ObservationError
 from vaerl.models import VQVAE, FrameModel
 from vaerl.models.blocks import to_unit
+from vaerl.models.vae import reparameterize
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.runtime import resolve_device
 
@@ -64,8 +65,7 @@ class Encoder:
         if mode == "indices":
             return self.model.code_indices(x).flatten(1)  # type: ignore[attr-defined]
         if mode == "sample" and self.kind == "vae":
-            mu, logvar = self.model.encode(x)  # type: ignore[attr-defined]
-            return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            return reparameterize(*self.model.encode(x))  # type: ignore[attr-defined]
         return self.model.features(x)
 
     def encode(self, observations: Any, mode: str = "mean") -> torch.Tensor:

@@ -18,6 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.rl.config import TrainAgentConfig
 from agents.rl.features import EncoderFeatures, window_frames
+from vaerl.checkpoint import checkpoint_file
 from vaerl.encoder import Encoder, load_encoder
 from vaerl.envs.make import EnvConfig, make_env, preprocess_spec
 from vaerl.envs.vector import AtariVecEnv
@@ -69,7 +70,7 @@ def load_run_encoder(cfg: TrainAgentConfig, device: Any) -> Encoder:
     """The encoder of a latent run, checked against the run's env; errors say how to get a fitting one."""
     _check_image_env(cfg)
     path = cfg.pretrained_encoder_path()
-    file = path / "encoder.safetensors" if path.is_dir() else path
+    file = checkpoint_file(path)
     if not file.exists():
         how = (f"python scripts/pretrain_vae.py env={cfg.env.name} model={cfg.encoder.model} seed={cfg.encoder.seed}"
                if not cfg.encoder.path else "check the path")

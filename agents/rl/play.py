@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.rl.builders import algorithm_class
 from agents.rl.config import TrainAgentConfig
 from agents.rl.envs import Observations, load_run_encoder, make_run_env, observations_for
+from vaerl.checkpoint import CHECKPOINT_FILE
 from vaerl.config import from_dict
 from vaerl.encoder import Encoder
 from vaerl.errors import CheckpointError
@@ -49,7 +50,7 @@ def load_agent(
                               "`python scripts/train_agent.py ...` first")
     cfg = from_dict(TrainAgentConfig, json.loads((run_dir / "config.json").read_text()))
     if cfg.latent:
-        own = str(run_dir / "encoder.safetensors")
+        own = str(run_dir / CHECKPOINT_FILE)
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
     device = resolve_device(device)
     encoder = load_run_encoder(cfg, device) if cfg.latent else None

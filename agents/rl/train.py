@@ -39,6 +39,7 @@ from agents.rl.config import TrainAgentConfig
 from agents.rl.envs import Observations, load_run_encoder, make_run_env, observations_for
 from agents.rl.features import load_pretrained
 from agents.rl.video import record_play
+from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
 from vaerl.config import to_dict
 from vaerl.errors import ConfigError
 from vaerl.io import atomic_path, write_json
@@ -52,9 +53,9 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     """Train, evaluate and film an agent as ``cfg`` says; returns the final evaluation and speed."""
     run_dir = cfg.output_dir
     resume = _check_run_dir(run_dir, cfg)
-    if resume and cfg.latent and (run_dir / "encoder.safetensors").exists():
+    if resume and cfg.latent and (run_dir / CHECKPOINT_FILE).exists():
         # a resumed run keeps the encoder it started with
-        own = str(run_dir / "encoder.safetensors")
+        own = str(run_dir / CHECKPOINT_FILE)
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -133,9 +134,8 @@ def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, encoder: Any, fresh: boo
         for name in ("checkpoints", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
     if encoder is not None:
-        source = cfg.pretrained_encoder_path()
-        source = source / "encoder.safetensors" if source.is_dir() else source
-        target = run_dir / "encoder.safetensors"
+        source = checkpoint_file(cfg.pretrained_encoder_path())
+        target = run_dir / CHECKPOINT_FILE
         if source.resolve() != target.resolve():
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
@@ -157,7 +157,7 @@ def _load_or_build(
     model = build_agent(cfg.agent.algo, settings, env, policy=policy, seed=cfg.seed, device=device,
                         tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs(cfg))
     if observations.kind == "finetune":
-        load_pretrained(model.policy, run_dir / "encoder.safetensors")
+        load_pretrained(model.policy, run_dir / CHECKPOINT_FILE)
     return model
 
 

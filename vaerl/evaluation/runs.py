@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
 from vaerl.config import from_dict
 from vaerl.data import FrameDataset, ensure_dataset
 from vaerl.encoder import Encoder, load_encoder
@@ -28,13 +29,12 @@ from vaerl.runtime import configure_threads, seed_everything
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "encoder.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------- shared steps
 def default_encoder_path(runs: str | Path, env_name: str, kind: str, seed: int) -> Path:
     """Where ``scripts/pretrain_vae.py`` puts the encoder of ``env=<env_name> model=<kind> seed=<seed>``."""
-    return Path(runs) / "pretrain" / env_name / kind / f"seed{seed}" / CHECKPOINT
+    return Path(runs) / "pretrain" / env_name / kind / f"seed{seed}" / CHECKPOINT_FILE
 
 
 def resolve_encoder(encoder: str | None, env: EnvConfig | None, kind: str, runs: str, seed: int,
@@ -47,7 +47,7 @@ def resolve_encoder(encoder: str | None, env: EnvConfig | None, kind: str, runs:
         path = default_encoder_path(runs, env.name, kind, seed)
     else:
         path = Path(encoder)
-    path = path / CHECKPOINT if path.is_dir() else path
+    path = checkpoint_file(path)
     loaded = load_encoder(path, device)
     if env is not None and encoder is not None and loaded.info.env_id != env.id:
         raise ConfigError(f"{path} was trained on {loaded.info.env_id!r} but env={env.name} ({env.id}) was given: "

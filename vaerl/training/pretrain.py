@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import vaerl
+from vaerl.checkpoint import CHECKPOINT_FILE as CHECKPOINT
 from vaerl.checkpoint import save_checkpoint
 from vaerl.data import BatchLoader, FrameDataset, ensure_dataset, iterate_in_order
 from vaerl.envs import make_env, preprocess_spec
@@ -40,7 +41,6 @@ from vaerl.viz import save_frame_grid
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "encoder.safetensors"
 TRAIN_STATE = "train_state.pt"
 METRICS = "metrics.json"
 
