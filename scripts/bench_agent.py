@@ -5,7 +5,8 @@
 
 1. Env pipeline, 8 envs, random actions: SB3's standard Atari stack (make_atari_env + VecFrameStack(4)),
    ale-py's native vector env returning the same stacked pixels, a naive latent wrapper on SB3's stack,
-   and vaerl's latent path (native vector env + LatentVecEnv, 4 stacked latents) as train_agent runs it.
+   and vaerl's latent path (native vector env + LatentVecEnv, 4 stacked latents) as train_agent runs it,
+   with the default encoder and with a NatureCNN-width one (32-64-64 channels, twice the default's).
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
    CnnPolicy on pixels vs MlpPolicy on latents.
@@ -40,6 +41,7 @@ from vaerl.envs import EnvConfig
 from vaerl.envs.vector import AtariVecEnv
 from vaerl.io import write_json
 from vaerl.models import build_model
+from vaerl.models.blocks import NATURE_LAYERS
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.runtime import resolve_device
 from vaerl.wrappers import LatentVecEnv
@@ -49,8 +51,9 @@ gym.register_envs(ale_py)  # the NoFrameskip-v4 ids SB3's make_atari_env uses
 N_ENVS, LATENT_STACK = 8, 4
 
 
-def default_encoder(device: torch.device) -> Encoder:
-    model_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs/model/vae.yaml"))
+def default_encoder(device: torch.device, **changes) -> Encoder:
+    """A random-init encoder of the default VAE architecture, with ``changes`` to its config."""
+    model_cfg = {**OmegaConf.to_container(OmegaConf.load(REPO / "configs/model/vae.yaml")), **changes}
     kind = model_cfg.pop("kind")
     model = build_model(kind, input_shape=(1, 84, 84), **model_cfg)
     path = Path(tempfile.mkdtemp()) / "encoder.safetensors"
@@ -143,11 +146,13 @@ def main() -> None:
 
     device = resolve_device(args.device)
     encoder = load_encoder(args.encoder, device) if args.encoder else default_encoder(device)
+    nature = default_encoder(device, encoder_layers=[list(layer) for layer in NATURE_LAYERS])
     latent_threads = default_threads("latent")
     results: dict = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
                     "device": str(device), "torch": torch.__version__, "load_average_before": os.getloadavg()[0]},
         "encoder": {"path": args.encoder or "random init, configs/model/vae.yaml", "latent_dim": encoder.latent_dim(),
+                    "encoder_layers": getattr(encoder.model.config, "encoder_layers", None),
                     "params": sum(p.numel() for p in encoder.model.parameters())},
         "command": "python scripts/bench_agent.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
@@ -161,6 +166,8 @@ def main() -> None:
         f"vaerl_latent (AtariVecEnv + LatentVecEnv), {latent_threads} thread": (lambda: ale_latent(encoder),
                                                                                 latent_threads),
         "vaerl_latent, 2 threads": (lambda: ale_latent(encoder), 2),
+        f"vaerl_latent, NatureCNN-width encoder, {latent_threads} thread": (lambda: ale_latent(nature),
+                                                                             latent_threads),
     }
     env = {name: env_speed(make, args.env_steps, args.repeats, threads) for name, (make, threads) in env_cases.items()}
     sb3, ale, naive, latent = (env[name] for name in list(env)[:4])
@@ -169,6 +176,8 @@ def main() -> None:
                              "naive_latent / sb3_pixels": naive / sb3}
     results["encoder_frames_per_s"] = {f"batch {b}, {t} thread(s)": encoder_speed(encoder, b, t)
                                        for b in (8, 64) for t in (1, 2)}
+    results["encoder_frames_per_s"].update({f"NatureCNN width, batch {b}, 1 thread": encoder_speed(nature, b, 1)
+                                            for b in (8, 64)})
     if not args.skip_train:
         # the pixel baseline at its best thread count, so a busy machine cannot flatter the ratio
         pixel = {t: train_speed(ale_pixels, False, args.train_steps, t, device) for t in (1, 2)}

@@ -229,6 +229,14 @@ def test_latent_run_on_an_env_without_images(runs: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- configs and the script
+def test_encoder_is_looked_up_under_vaerl_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAERL_RUNS", str(tmp_path / "elsewhere"))
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train_agent", overrides=[f"run_dir={tmp_path}/run"])
+    parsed = parse_config(TrainAgentConfig, OmegaConf.to_container(cfg, resolve=True))
+    assert parsed.pretrained_encoder_path() == tmp_path / "elsewhere/pretrain/Breakout/vae/seed0/encoder.safetensors"
+
+
 @pytest.mark.parametrize("agent", ["ppo", "a2c", "dqn", "sac", "td3"])
 def test_every_agent_config_composes_into_sb3_arguments(agent: str, tmp_path: Path) -> None:
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):

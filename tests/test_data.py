@@ -142,7 +142,7 @@ def test_reused_dataset_with_wrong_frame_shape_is_refused(tmp_path: Path, fake_c
 
 
 def test_loader_draws_batches_from_given_indices(fake_dataset: FrameDataset) -> None:
-    train, val = fake_dataset.split_by_episode(0.2)
+    _, val = fake_dataset.split_by_episode(0.2)
     loader = BatchLoader(fake_dataset, val, batch_size=16, frame_stack=2, seed=0)
     try:
         batch = next(loader)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY_VAE, TINY_VQVAE
+from omegaconf import OmegaConf
 from torch.distributions import Normal, kl_divergence
 
 from vaerl.errors import ConfigError
 from vaerl.models import VAE, VQVAE, VectorQuantizer, build_model
-from vaerl.models.vae import gaussian_kl
+from vaerl.models.vae import VAEConfig, gaussian_kl
 from vaerl.models.vqvae import perplexity_of
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("shape", [(1, 84, 84), (3, 64, 64), (4, 84, 84), (1, 50, 70)])
@@ -27,10 +31,19 @@ def test_shapes_round_trip_any_input_size(kind: str, shape: tuple[int, int, int]
     assert torch.isfinite(out.loss)
 
 
-def test_vae_default_encoder_is_nature_cnn_sized() -> None:
+def test_vae_default_is_a_half_width_nature_encoder_with_a_wider_decoder() -> None:
     model = build_model("vae", input_shape=(1, 84, 84))
-    assert model.grid_shape == (64, 7, 7)
-    assert model.feature_dim == 32
+    assert model.grid_shape == (32, 7, 7) and model.feature_dim == 32
+    assert [conv.out_channels for conv in model.trunk.net if isinstance(conv, torch.nn.Conv2d)] == [16, 32, 32]
+    assert model.dec_grid == (64, 7, 7)  # the decoder starts from NatureCNN's width
+    assert model.reconstruct(torch.rand(2, 1, 84, 84)).shape == (2, 1, 84, 84)
+
+
+def test_default_vae_config_file_matches_the_dataclass_defaults() -> None:
+    file = OmegaConf.to_container(OmegaConf.load(REPO / "configs/model/vae.yaml"))
+    defaults = VAEConfig()
+    assert {k: v for k, v in file.items() if k != "kind"} == {
+        k: getattr(defaults, k) for k in file if k != "kind"}
 
 
 def test_kl_matches_torch_distributions() -> None:

@@ -126,7 +126,7 @@ def test_foreground_weighting_marks_moving_pixels() -> None:
 def run_script(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VAERL_RUNS": str(cwd / "runs"), "VAERL_DATA": str(cwd / "data")}
     return subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain_vae.py"), *overrides, "progress=false"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.mark.slow

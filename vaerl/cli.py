@@ -6,6 +6,7 @@ never sees Hydra objects.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -18,13 +19,14 @@ T = TypeVar("T")
 log = logging.getLogger("vaerl")
 
 
-# top-level nodes that only feed interpolations in the YAML (paths.runs, ...) and never reach the library
+# top-level nodes that feed interpolations in the YAML (paths.runs, ...); dropped unless the config asks for them
 _INTERPOLATION_ONLY = ("hydra", "paths")
 
 
 def parse_config(cls: type[T], data: dict[str, Any]) -> T:
     """Build the script's config dataclass from the resolved Hydra config (as a plain dict)."""
-    data = {k: v for k, v in data.items() if k not in _INTERPOLATION_ONLY}
+    wanted = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    data = {k: v for k, v in data.items() if k in wanted or k not in _INTERPOLATION_ONLY}
     return from_dict(cls, data)
 
 

@@ -106,10 +106,10 @@ class FrameDatasetWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> FrameDatasetWriter:
+    def __enter__(self) -> FrameDatasetWriter:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is not None:
             self.abort()
 

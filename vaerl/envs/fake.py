@@ -7,7 +7,7 @@ and it exposes a 128-byte ``get_ram()`` like the ALE so probing code can be test
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -30,7 +30,7 @@ class FakeFrameEnv(gym.Env):
         continuous: ``Box(-1, 1, (1,))`` actions instead of ``Discrete(3)``.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(
         self,

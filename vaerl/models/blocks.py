@@ -8,6 +8,7 @@ whatever the input size.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -15,8 +16,12 @@ from torch import nn
 
 Layer = tuple[int, int, int, int]  # (out_channels, kernel, stride, padding)
 
-# NatureCNN's trunk (Mnih et al. 2015): cheap enough to encode thousands of frames/s on a CPU.
+# NatureCNN's trunk (Mnih et al. 2015).
 NATURE_LAYERS: tuple[Layer, ...] = ((32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0))
+# NatureCNN's geometry at half its width: the default VAE encoder. An agent's env loop runs it at every
+# step; at the 8-frame batches of 8 envs it encodes twice as fast as NatureCNN, which is what lets a
+# latent env pipeline keep up with pixels on a CPU (BENCHMARKS.md), for the same ELBO.
+HALF_NATURE_LAYERS: tuple[Layer, ...] = ((16, 8, 4, 0), (32, 4, 2, 0), (32, 3, 1, 0))
 
 
 def as_layers(layers: Sequence[Sequence[int]]) -> tuple[Layer, ...]:
@@ -99,7 +104,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Mo
     """A plain MLP ``in_dim -> hidden... -> out_dim`` (no activation after the last layer)."""
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in itertools.pairwise(dims):
         layers += [nn.Linear(a, b), activation()]
     layers.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)

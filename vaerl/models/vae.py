@@ -18,7 +18,7 @@ from torch import nn
 
 from vaerl.models.base import FrameModel, LossOutput
 from vaerl.models.blocks import (
-    NATURE_LAYERS,
+    HALF_NATURE_LAYERS,
     ConvDecoderTrunk,
     ConvEncoderTrunk,
     as_layers,
@@ -33,11 +33,11 @@ class VAEConfig:
     input_shape: tuple[int, int, int] = (1, 84, 84)
     """(channels, height, width) of the encoder input."""
     latent_dim: int = 32
-    encoder_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in NATURE_LAYERS])
+    encoder_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in HALF_NATURE_LAYERS])
     """Conv layers as [channels, kernel, stride, padding]; the decoder mirrors them."""
     hidden_dim: int = 256
     """Width of the fully connected layer between conv features and the latent (0: none)."""
-    decoder_width: int = 1
+    decoder_width: int = 2
     """Channel multiplier of the decoder (reconstruction quality without slowing the encoder)."""
     likelihood: str = "bernoulli"
     """``bernoulli`` (binary cross-entropy on [0, 1] intensities) or ``gaussian`` (fixed sigma)."""
