@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from agents.rl.builders import build_agent
 from agents.rl.config import AgentConfig
-from agents.rl.train import default_threads
+from agents.rl.observations import LatentObservations
 from vaerl.checkpoint import save_checkpoint
 from vaerl.config import from_dict
 from vaerl.encoder import Encoder, load_encoder
@@ -147,7 +147,7 @@ def main() -> None:
     device = resolve_device(args.device)
     encoder = load_encoder(args.encoder, device) if args.encoder else default_encoder(device)
     nature = default_encoder(device, encoder_layers=[list(layer) for layer in NATURE_LAYERS])
-    latent_threads = default_threads("latent")
+    latent_threads = LatentObservations.threads
     results: dict = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
                     "device": str(device), "torch": torch.__version__, "load_average_before": os.getloadavg()[0]},

@@ -7,8 +7,8 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from agents.bc.collect import CollectDemosConfig, collect_demos
 from vaerl.cli import parse_config, run_main
-from vaerl.data.demos import CollectDemosConfig, collect_demos
 from vaerl.runtime import seed_everything
 
 

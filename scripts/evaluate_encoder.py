@@ -5,17 +5,16 @@
 """
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vaerl.cli import parse_config, run_main
+from vaerl.cli import run_config
 from vaerl.evaluation.config import EvaluateRunConfig
 from vaerl.evaluation.runs import run_evaluation
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate_encoder")
 def main(cfg: DictConfig) -> None:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    run_main(lambda: run_evaluation(parse_config(EvaluateRunConfig, raw)))
+    run_config(cfg, EvaluateRunConfig, run_evaluation)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,15 @@
 """
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vaerl.cli import parse_config, run_main
+from vaerl.cli import run_config
 from vaerl.training import PretrainConfig, pretrain
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
 def main(cfg: DictConfig) -> float:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    metrics = run_main(lambda: pretrain(parse_config(PretrainConfig, raw)))
+    metrics = run_config(cfg, PretrainConfig, pretrain)
     return float(metrics["val"]["loss"])  # the objective for Hydra sweepers
 
 

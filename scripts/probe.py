@@ -5,17 +5,16 @@
 """
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vaerl.cli import parse_config, run_main
+from vaerl.cli import run_config
 from vaerl.evaluation.config import ProbeRunConfig
 from vaerl.evaluation.runs import run_probe
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="probe")
 def main(cfg: DictConfig) -> float:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    report = run_main(lambda: run_probe(parse_config(ProbeRunConfig, raw)))
+    report = run_config(cfg, ProbeRunConfig, run_probe)
     return report.mean_f1()  # the objective for Hydra sweepers
 
 

@@ -8,16 +8,15 @@
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agents.rl import TrainAgentConfig, train_agent
-from vaerl.cli import parse_config, run_main
+from vaerl.cli import run_config
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_agent")
 def main(cfg: DictConfig) -> float:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    metrics = run_main(lambda: train_agent(parse_config(TrainAgentConfig, raw)))
+    metrics = run_config(cfg, TrainAgentConfig, train_agent)
     return float(metrics["mean_return"])  # the objective for Hydra sweepers
 
 

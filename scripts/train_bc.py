@@ -5,17 +5,15 @@
 """
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agents.bc.run import TrainBCConfig, run_train_bc
-from vaerl.cli import parse_config, run_main
+from vaerl.cli import run_config
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_bc")
 def main(cfg: DictConfig) -> None:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    raw.pop("paths", None)
-    outputs = run_main(lambda: run_train_bc(parse_config(TrainBCConfig, raw)))
+    outputs = run_config(cfg, TrainBCConfig, run_train_bc)
     print(outputs.eval_json)
 
 

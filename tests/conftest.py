@@ -19,9 +19,10 @@ TINY_VAE = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "h
 TINY_VQVAE = {"encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "embedding_dim": 4, "num_codes": 16}
 
 
-def fake_env_config(**kwargs) -> EnvConfig:
-    env_kwargs = {"size": (32, 32), "channels": 1, "max_steps": 40, **kwargs.pop("env_kwargs", {})}
-    return EnvConfig(name="fake", id="vaerl/FakeFrames-v0", kind="gym", kwargs=env_kwargs, size=None, **kwargs)
+def fake_env_config(max_steps: int = 40, **env_kwargs) -> EnvConfig:
+    """The fake frame env at its native 32x32 gray frames; ``env_kwargs`` go to ``FakeFrameEnv``."""
+    return EnvConfig(name="fake", id="vaerl/FakeFrames-v0", kind="gym", size=None,
+                     kwargs={"size": (32, 32), "channels": 1, "max_steps": max_steps, **env_kwargs})
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,6 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_VAE
 from gymnasium import spaces
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -20,9 +23,15 @@ from omegaconf import OmegaConf
 import vaerl
 from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train_agent
 from agents.rl.builders import build_agent, model_kwargs
-from agents.rl.callbacks import PeriodicEval, evaluate
-from agents.rl.envs import Observations, make_run_env
+from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
+from agents.rl.envs import make_run_env, run_observations
 from agents.rl.features import load_pretrained
+from agents.rl.observations import (
+    FinetuneObservations,
+    LatentObservations,
+    PixelObservations,
+    RawObservations,
+)
 from vaerl.checkpoint import load_model, save_checkpoint
 from vaerl.cli import parse_config
 from vaerl.config import from_dict
@@ -31,8 +40,6 @@ from vaerl.errors import CheckpointError, ConfigError, ObservationError
 from vaerl.models import build_model
 from vaerl.wrappers import LatentPipeline
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "hidden_dim": 32}
 FAKE = {"name": "fake", "id": "vaerl/FakeFrames-v0", "kind": "gym", "size": None,
         "kwargs": {"size": [40, 40], "max_steps": 30}}
 QUICK = {  # a few seconds: 2 envs x 32 steps per PPO update
@@ -49,7 +56,7 @@ def save_encoder(path: Path, env: dict, trained_on: dict | None = None) -> Path:
     """A random-init tiny VAE for the frames of ``env``, recorded as pretrained on ``trained_on`` (default ``env``)."""
     config = from_dict(EnvConfig, env)
     spec = preprocess_spec(config, make_env(config))
-    model = build_model("vae", input_shape=spec.input_shape, **TINY)
+    model = build_model("vae", input_shape=spec.input_shape, **TINY_VAE)
     return save_checkpoint(path, model, spec, (trained_on or env) | {})
 
 
@@ -89,10 +96,10 @@ def test_latent_run_writes_every_output(trained: Path) -> None:
     assert result["std_return"] == pytest.approx(np.std(result["returns"]))
     history = json.loads((trained / "evaluations.json").read_text())
     assert [h["step"] for h in history] == [64, 128]
-    for name in ("agent.zip", "encoder.safetensors", "config.json", "checkpoints/last.zip", "play.gif"):
+    for name in ("agent.zip", "encoder.safetensors", "config.json", "checkpoints/last.zip", "play.mp4"):
         assert (trained / name).is_file(), name
     assert list((trained / "tb").rglob("events.out.tfevents*"))
-    frames = iio.imread(trained / "play.gif")
+    frames = iio.imread(trained / "play.mp4")
     assert frames.shape[0] == 6 and frames.shape[1:3] == (40, 2 * 40 + 2)  # frame | reconstruction
 
 
@@ -146,6 +153,72 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     assert steps[:2] == [32, 64] and steps == sorted(steps) and steps[-1] >= 128
 
 
+def test_without_a_terminal_training_prints_progress_lines(runs: Path, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(runs, **{"progress_bar": True, "eval.every": 0, "video.steps": 0, "total_steps": 64})
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # a batch job's log file
+    with caplog.at_level(logging.INFO, logger="agents"):
+        train_agent(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 1 and re.fullmatch(r"step 64/64  \d+ fps  return -?\d+\.\d\d \(last \d+ episodes\)",
+                                            lines[0]), lines
+
+
+def test_progress_lines_come_every_interval_with_the_recent_return(runs: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    cfg = config(runs)
+    observations = run_observations(cfg, torch.device("cpu"))
+    env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+    model = build_agent("ppo", cfg.agent.settings(True), env, policy="MlpPolicy", seed=0,
+                        device=torch.device("cpu"), tensorboard_log=None)
+    with caplog.at_level(logging.INFO, logger="agents"):
+        model.learn(64, callback=ProgressLog(64, every_seconds=0.0))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split()[1] for line in lines] == [f"{n}/64" for n in range(2, 65, 2)] + ["64/64"]
+    assert lines[0].endswith("no finished episode yet")  # the fake env's episodes last 30 steps
+    returns = [float(info["r"]) for info in model.ep_info_buffer]
+    assert lines[-1].endswith(f"return {np.mean(returns):.2f} (last {len(returns)} episodes)")
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------- observation pipelines
+def test_each_run_gets_its_observation_pipeline(runs: Path) -> None:
+    cpu = torch.device("cpu")
+    cartpole = {"name": "CartPole", "id": "CartPole-v1", "kind": "gym", "size": None}
+    cases = {
+        LatentObservations: (config(runs), (16,), "MlpPolicy", 1),
+        FinetuneObservations: (config(runs, **{"encoder.finetune": True}), (4, 40, 40), "MlpPolicy", 2),
+        PixelObservations: (config(runs, latent=False), (4, 40, 40), "CnnPolicy", 2),
+        RawObservations: (config(runs, latent=False, env=cartpole), (4,), "MlpPolicy", 1),
+    }
+    for kind, (cfg, shape, policy, threads) in cases.items():
+        observations = run_observations(cfg, cpu)
+        env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+        assert type(observations) is kind and observations.threads == threads
+        assert env.observation_space.shape == shape and env.reset().shape == (2, *shape)
+        assert observations.policy({}, env.observation_space) == policy
+        assert observations.filmed is (kind is not RawObservations)
+        env.close()
+
+
+def test_latent_video_shows_the_frame_and_the_latent_the_agent_sees(runs: Path) -> None:
+    cfg = config(runs, **{"encoder.stack": 1})
+    observations = run_observations(cfg, torch.device("cpu"))
+    env = make_run_env(cfg, observations, n_envs=1, seed=0, training=False)
+    obs = env.reset()
+    for _ in range(3):
+        obs, *_ = env.step(np.array([2]))
+    frame, latent = env.newest(0)
+    np.testing.assert_array_equal(latent, obs[0])
+    encoder = observations.encoder
+    np.testing.assert_allclose(encoder.encode_frames(frame[None]).numpy()[0], latent, atol=1e-6)
+    shown, recon = observations.view(None, env, obs)
+    expected = encoder.decode(torch.as_tensor(latent[None]))[0].numpy()
+    assert shown.shape == recon.shape == (1, 40, 40) and shown.dtype == np.uint8
+    np.testing.assert_allclose(recon, expected, atol=1e-6)
+    env.close()
+
+
 # ---------------------------------------------------------------------------------------- fine-tuning
 def test_features_extractor_starts_from_the_checkpoint_and_matches_the_frozen_wrapper(runs: Path) -> None:
     ckpt = runs / "runs/pretrain/fake/vae/seed0/encoder.safetensors"
@@ -170,10 +243,10 @@ def test_features_extractor_starts_from_the_checkpoint_and_matches_the_frozen_wr
 def test_features_extractor_is_finetuned_or_stays_frozen(runs: Path, trainable: bool) -> None:
     ckpt = runs / "runs/pretrain/fake/vae/seed0/encoder.safetensors"
     cfg = config(runs, **{"encoder.finetune": True})
-    observations = Observations("finetune", vaerl.load_encoder(ckpt, "cpu"))
+    observations = FinetuneObservations(vaerl.load_encoder(ckpt, "cpu"), stack=4)
     env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
     assert env.observation_space.shape == (4, 40, 40)  # 4 frames for 4 stacked latents
-    kwargs = observations.policy_kwargs(cfg)
+    kwargs = observations.policy_kwargs()
     kwargs["features_extractor_kwargs"]["trainable"] = trainable
     settings = cfg.agent.settings(True) | {"learning_rate": 1e-3}  # (a linear schedule is 0 at the end of learn(64))
     model = build_agent("ppo", settings, env, policy="MlpPolicy", seed=0,
@@ -192,7 +265,7 @@ def test_finetuned_run_reloads_with_its_trained_encoder(runs: Path) -> None:
     assert train_agent(cfg)["finetune"] is True
     agent = load_agent(cfg.output_dir, device="cpu")
     assert isinstance(agent.model.policy.features_extractor, EncoderFeatures)
-    assert (cfg.output_dir / "play.gif").is_file()
+    assert (cfg.output_dir / "play.mp4").is_file()
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -253,7 +326,7 @@ def run_script(tmp_path: Path, *overrides: str, quick: bool = True) -> subproces
     env = {**os.environ, "VAERL_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
     settings = ["agent.n_envs=2", "agent.hyperparams.n_steps=32", "agent.hyperparams.batch_size=32",
                 "agent.hyperparams.n_epochs=1", "total_steps=64", "eval.every=0", "eval.final_episodes=1",
-                "eval.n_envs=1", "video.steps=4", "progress_bar=false", "checkpoint_every=32", "threads=1"]
+                "eval.n_envs=1", "video.steps=4", "checkpoint_every=32", "threads=1"]
     settings = settings if quick else []
     return subprocess.run([sys.executable, str(REPO / "scripts/train_agent.py"), *settings, *overrides],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -268,6 +341,7 @@ def test_script_on_the_fake_env(tmp_path: Path, latent: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / f"runs/agent/fake/ppo-latent{latent.capitalize()}/seed0"
     assert json.loads((run / "eval.json").read_text())["latent"] is (latent == "true")
+    assert re.search(r"step 64/64  \d+ fps  return", done.stdout), done.stdout[-2000:]  # stdout is a pipe here
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -15,25 +16,18 @@ from conftest import REPO
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from agents.bc.checkpoint import load_policy, save_policy
+from agents.bc.collect import CollectDemosConfig, collect_demos
 from agents.bc.evaluate import evaluate_bc
-from agents.bc.plot import plot_rollouts
+from agents.bc.plot import plot_rollouts, scene_of
 from agents.bc.policy import BCPolicyConfig, build_policy
 from agents.bc.run import TrainBCConfig, run_train_bc
 from agents.bc.train import TrainConfig, train_bc
 from vaerl.cli import run_main
-from vaerl.data.demos import (
-    CollectDemosConfig,
-    DemoMetadata,
-    Demos,
-    collect_demos,
-    describe_space,
-    record_demos,
-    save_demos,
-)
+from vaerl.data.demos import DemoMetadata, Demos, describe_space, record_demos, save_demos
 from vaerl.envs import EnvConfig
 from vaerl.envs.obstacle import OBSTACLE_ENV_ID
 from vaerl.errors import CheckpointError, ConfigError, DatasetError, ObservationError
-from vaerl.models.cvae import CVAE, CVAEConfig, gaussian_kl_between, make_action_head
+from vaerl.models.bc import CVAE, CVAEConfig, MixtureHead, gaussian_kl_between, make_action_head
 from vaerl.models.vae import gaussian_kl
 from vaerl.runtime import seed_everything
 
@@ -143,7 +137,7 @@ def test_action_head_likelihoods() -> None:
     torch.testing.assert_close(categorical.nll(logits, labels, mask),
                                -(Categorical(logits=logits).log_prob(labels) * mask).sum(1))
 
-    mixture = make_action_head("mixture", 2, 1, components=3)
+    mixture = MixtureHead(2, 1, components=3)
     raw = torch.randn(4, 1, mixture.num_params)
     logits_c, means, log_stds = mixture.split(raw)
     dist = MixtureSameFamily(Categorical(logits=logits_c),
@@ -257,16 +251,45 @@ def test_evaluate_counts_success_and_sides_for_any_predict_policy() -> None:
     env = gym.make(OBSTACLE_ENV_ID)
     result = evaluate_bc(env.unwrapped.scripted_expert(0), env, 20, seed=0)
     summary = result.summary()
-    assert summary["success_rate"] == 1.0 and summary["successes_left"] + summary["successes_right"] == 20
-    assert 0.2 <= summary["mode_coverage"]["left"] <= 0.8
-    assert abs(sum(summary["mode_coverage"].values()) - 1.0) < 1e-9
+    assert summary["success_rate"] == 1.0 and sum(summary["successes_by_mode"].values()) == 20
+    assert set(summary["mode_shares"]) == {"left", "right"} and 0.2 <= summary["mode_shares"]["left"] <= 0.8
+    assert abs(sum(summary["mode_shares"].values()) - 1.0) < 1e-9
+    left = summary["mode_shares"]["left"]
+    entropy = -(left * np.log(left) + (1 - left) * np.log(1 - left)) / np.log(2)
+    assert summary["mode_coverage"] == pytest.approx(entropy)
     assert all(r.positions is not None and r.positions.shape == (r.length + 1, 2) for r in result.rollouts)
+
+
+def test_mode_coverage_is_the_entropy_of_the_shares_of_successes_over_log_k() -> None:
+    from agents.bc.evaluate import EvalResult, Rollout
+
+    def result(modes: list[int], success: bool = True) -> EvalResult:
+        return EvalResult([Rollout(success, m, 10, 1.0, None) for m in modes], ("left", "middle", "right"))
+
+    assert result([0, 1, 2] * 4).mode_coverage == pytest.approx(1.0)
+    assert result([1] * 12).mode_coverage == 0.0 and result([1] * 12).mode_shares["middle"] == 1.0
+    two_of_three = result([0, 2] * 6)
+    assert two_of_three.mode_coverage == pytest.approx(np.log(2) / np.log(3))
+    # failures and episodes that passed no way do not count
+    mixed = EvalResult(result([0, 1, 2]).rollouts + result([0, 0, 0], success=False).rollouts
+                       + result([-1]).rollouts, ("left", "middle", "right"))
+    assert mixed.mode_counts().tolist() == [1, 1, 1] and mixed.success_rate == pytest.approx(4 / 7)
+    assert EvalResult([Rollout(True, 0, 1, 0.0, None)]).mode_coverage is None  # an env that names no modes
+
+
+def test_three_way_expert_covers_every_mode(tmp_path: Path) -> None:
+    from vaerl.envs.obstacle import THREE_WAYS_ENV_ID
+
+    env = gym.make(THREE_WAYS_ENV_ID)
+    result = evaluate_bc(env.unwrapped.scripted_expert(0), env, 30, seed=0)
+    assert result.success_rate == 1.0 and result.mode_coverage > 0.95
+    assert plot_rollouts([("expert", result)], tmp_path / "r.png", scene_of(env)) is not None
 
 
 def test_rollout_picture(tmp_path: Path) -> None:
     env = gym.make(OBSTACLE_ENV_ID)
     result = evaluate_bc(env.unwrapped.scripted_expert(0), env, 4, seed=0)
-    path = plot_rollouts([("expert", result), ("again", result)], tmp_path / "r.png")
+    path = plot_rollouts([("expert", result), ("again", result)], tmp_path / "r.png", scene_of(env))
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -309,7 +332,9 @@ def test_train_bc_outputs_and_checkpoint_reuse(tmp_path: Path, obstacle_demos: D
     assert set(report["policies"]) == {"cvae", "mse"}
     assert report["policies"]["cvae"]["train"]["final"]["step"] == 10
     assert {p.name for p in outputs.out_dir.iterdir()} == {"policy.safetensors", "baseline_mse.safetensors",
-                                                            "eval.json", "rollouts.png"}
+                                                            "eval.json", "rollouts.png", "rollouts.mp4"}
+    frames = iio.imread(outputs.video)  # 3 episodes rendered at 4x, start to finish
+    assert frames.shape[1:] == (256, 256, 3) and len(frames) > 3 and report["video"] == "rollouts.mp4"
     again = run_train_bc(tiny_run(demos, tmp_path / "again", checkpoint=str(outputs.policy), baseline=None))
     assert json.loads(again.eval_json.read_text())["policies"]["cvae"]["eval"]["episodes"] == 2
     assert again.policy is None  # evaluating a checkpoint writes no new policy
@@ -376,9 +401,30 @@ def test_bench_script_smoke(tmp_path: Path) -> None:
     done = run_script("bench_bc.py", "--seeds", "0", "--demo-episodes", "3", "--eval-episodes", "2", "--steps", "5",
                       "--out", str(out), "--picture", str(tmp_path / "bench.png"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "| CVAE-BC |" in done.stdout and "| regression BC (MSE) |" in done.stdout
-    assert set(json.loads(out.read_text())["policies"]) == {"cvae", "mse", "mdn"}
+    assert "| CVAE-BC, state vector |" in done.stdout and "| regression BC (MSE), state vector |" in done.stdout
+    assert "successes left | successes right | mode coverage" in done.stdout
+    assert set(json.loads(out.read_text())["policies"]) == {"state:cvae", "state:mse", "state:mdn"}
     assert (tmp_path / "bench.png").is_file()
+
+
+def test_bench_rows_from_latents_and_pixels_on_three_ways(tmp_path: Path, one_thread) -> None:
+    """Every observation pipeline on the three-way task, with an encoder pretrained on the spot (tiny budgets)."""
+    from agents.bc.bench import BenchConfig, EncoderPretraining, bench_table, run_bench
+
+    config = BenchConfig(task="three_ways", rows=("state:mse", "latent:cvae", "pixels:mse"), image_size=16,
+                         policies={"cvae": BCPolicyConfig(hidden=[16]), "mse": BCPolicyConfig(kind="mse", hidden=[16])},
+                         train=TrainConfig(steps=4, batch_size=16, log_every=4),
+                         pixel_train=TrainConfig(steps=2, batch_size=8, log_every=2),
+                         pretraining=EncoderPretraining(steps=2, frames=120, batch_size=8, latent_dim=4),
+                         work_dir=str(tmp_path / "work"), demo_episodes=2, eval_episodes=2, seeds=(0,))
+    result = run_bench(config)
+    assert result.encoder is not None and Path(result.encoder).is_file()
+    assert [row.name for row in result.rows] == ["state:mse", "latent:cvae", "pixels:mse"]
+    assert all(row.mode_names == ("left", "middle", "right") and len(row.success) == 1 for row in result.rows)
+    table = bench_table(result)
+    assert "| CVAE-BC, pretrained-encoder latents |" in table and "successes middle" in table
+    # the encoder is pretrained once and reused
+    assert run_bench(config).encoder == result.encoder
 
 
 # ---------------------------------------------------------------------------------------------- observations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from safetensors.torch import load_file, save_file
 
 import vaerl
 from vaerl.checkpoint import load_model, read_checkpoint_info, save_checkpoint
+from vaerl.encoder import check_encoder_env, env_differences
 from vaerl.envs import make_env
 from vaerl.errors import CheckpointError, ObservationError
+from vaerl.models.blocks import to_unit
 
 
 def test_round_trip_gives_identical_outputs(checkpoint: Path, fake_config) -> None:
@@ -41,12 +44,18 @@ def test_any_batch_size_encodes(checkpoint: Path, fake_config) -> None:
         assert encoder.encode(obs).shape == (n, encoder.latent_dim())
 
 
-def test_decode_inverts_the_latent_modes(checkpoint: Path, fake_config) -> None:
+def test_decoding_an_encoding_gives_the_reconstruction(checkpoint: Path, fake_config) -> None:
     encoder = vaerl.load_encoder(checkpoint, "cpu")
     obs = make_env(fake_config).reset(seed=0)[0][None]
-    modes = ["mean", "indices"] if encoder.kind == "vqvae" else ["mean", "sample"]
-    for mode in modes:
-        assert encoder.decode(encoder.encode(obs, mode), mode).shape == (1, 1, 32, 32)
+    with torch.no_grad():
+        reconstruction = encoder.model.reconstruct(to_unit(torch.from_numpy(encoder.preprocess(obs))))
+    for mode in encoder.model.latent_modes:
+        decoded = encoder.decode(encoder.encode(obs, mode), mode)
+        assert decoded.shape == (1, 1, 32, 32)
+        if mode == "sample":  # a posterior sample decodes to a frame near, not at, the reconstruction
+            assert 0.0 <= float(decoded.min()) and float(decoded.max()) <= 1.0
+        else:
+            torch.testing.assert_close(decoded, reconstruction, atol=1e-5, rtol=0)
 
 
 def test_wrong_input_shape_and_dtype_are_explained(checkpoint: Path) -> None:
@@ -110,7 +119,7 @@ def test_wrong_kind_and_wrong_env_are_refused(checkpoint: Path) -> None:
     other = "vqvae" if kind == "vae" else "vae"
     with pytest.raises(CheckpointError, match=f"not the requested '{other}'"):
         load_model(checkpoint, kind=other)
-    with pytest.raises(CheckpointError, match="trained on 'vaerl/FakeFrames-v0', not 'ALE/Pong-v5'"):
+    with pytest.raises(CheckpointError, match="env.id='ALE/Pong-v5' here, 'vaerl/FakeFrames-v0' in pretraining"):
         vaerl.load_encoder(checkpoint, env_id="ALE/Pong-v5")
 
 
@@ -142,3 +151,21 @@ def test_spec_override_feeds_another_env(checkpoint: Path) -> None:
     encoder = vaerl.load_encoder(checkpoint, "cpu", spec_override={"source_shape": (64, 64, 3)})
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     assert encoder.encode(frames).shape[0] == 2
+
+
+def test_env_differences_name_each_frame_setting_that_changed(fake_config) -> None:
+    trained = json.loads(json.dumps({**fake_config.to_dict(), "size": (32, 32)}))  # as a checkpoint stores it
+    assert env_differences(trained, {**fake_config.to_dict(), "size": (32, 32)}) == []  # a tuple equals its list
+    other = {**fake_config.to_dict(), "size": (32, 32), "frame_skip": 2, "noop_max": 0}
+    assert env_differences(trained, other) == ["env.frame_skip=2 here, 4 in pretraining"]  # noop_max: same frames
+    assert env_differences(trained, other, settings=("id",)) == []
+    assert env_differences(trained, "ALE/Pong-v5") == ["env.id='ALE/Pong-v5' here, 'vaerl/FakeFrames-v0' in pretraining"]
+
+
+def test_check_encoder_env_raises_the_callers_error_with_its_fix(checkpoint: Path, fake_config) -> None:
+    info = read_checkpoint_info(checkpoint)
+    check_encoder_env(info, fake_config, where="enc", fix="")
+    changed = dataclasses.replace(fake_config, grayscale=False)
+    with pytest.raises(ValueError, match=r"enc was pretrained on other frames than this env: env.grayscale=False "
+                                         r"here, True in pretraining. Retrain"):
+        check_encoder_env(info, changed, where="enc", fix="Retrain", error=ValueError)

@@ -8,19 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from vaerl.data.demos import (
-    CallbackPolicy,
-    CollectDemosConfig,
-    collect_demos,
-    describe_space,
-    load_demos,
-    record_demos,
-    save_demos,
-    space_from_description,
-)
+from agents.bc.collect import CollectDemosConfig, collect_demos
+from vaerl.data.demos import describe_space, load_demos, record_demos, save_demos, space_from_description
 from vaerl.envs import EnvConfig
 from vaerl.envs.obstacle import OBSTACLE_ENV_ID, ObstacleEnv
 from vaerl.errors import ConfigError, DatasetError
+from vaerl.rollout import CallbackPolicy
 
 
 def obstacle_config(**kwargs) -> EnvConfig:
@@ -53,9 +46,11 @@ def test_recording_holds_whole_episodes_with_labels(demos) -> None:
 
 def test_round_trip_is_exact(demos, demo_file: Path) -> None:
     loaded = load_demos(demo_file)
-    for name in ("observations", "actions", "rewards", "episode", "terminated"):
+    for name in ("observations", "final_observations", "actions", "rewards", "episode", "terminated"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(demos, name))
-    assert loaded.episode_info.keys() == demos.episode_info.keys()
+    assert loaded.episode_info.keys() == demos.episode_info.keys() == {"is_success", "mode", "side"}
+    # the observation after each episode's last action: the agent inside the goal
+    assert np.all(np.linalg.norm(loaded.final_observations[:, :2] - loaded.final_observations[:, 2:4], axis=1) < 0.06)
     assert loaded.metadata == demos.metadata
     assert loaded.action_space == gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 

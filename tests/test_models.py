@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
-from conftest import TINY_VAE, TINY_VQVAE
+from conftest import REPO, TINY_VAE, TINY_VQVAE
 from omegaconf import OmegaConf
 from torch.distributions import Normal, kl_divergence
 
@@ -15,8 +16,6 @@ from vaerl.errors import ConfigError
 from vaerl.models import VAE, VQVAE, VectorQuantizer, build_model
 from vaerl.models.vae import VAEConfig, gaussian_kl
 from vaerl.models.vqvae import perplexity_of
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("shape", [(1, 84, 84), (3, 64, 64), (4, 84, 84), (1, 50, 70)])
@@ -143,7 +142,6 @@ def test_vae_reports_unweighted_elbo_and_bits_per_dim() -> None:
                              latent_dim=2, likelihood="gaussian", sigma=0.5)
     x = torch.rand(3, 1, 16, 16)
     weighted = model.training_loss(x, pixel_weights=torch.full_like(x, 10.0))
-    torch.manual_seed(0)
     m = weighted.metrics
     assert float(m["elbo"]) == pytest.approx(-(float(m["recon_nll"]) + float(m["kl"])), rel=1e-5)
     assert float(m["bits_per_dim"]) == pytest.approx(-float(m["elbo"]) / (256 * math.log(2)) + 8.0, rel=1e-5)
@@ -168,9 +166,12 @@ def test_samples_and_reconstructions_are_decoder_means() -> None:
     model: VAE = build_model("vae", input_shape=(1, 16, 16), encoder_layers=[[4, 4, 2, 1]], hidden_dim=8, latent_dim=2)
     model.eval()
     x = torch.rand(2, 1, 16, 16)
-    torch.testing.assert_close(model.reconstruct(x), model.reconstruct(x))  # deterministic: mean z, mean x
-    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    torch.testing.assert_close(model.sample(3, g1), model.sample(3, g2))
+    with torch.no_grad():
+        mu, _ = model.encode(x)  # the reconstruction: Bernoulli means at the posterior mean, not a draw from either
+        torch.testing.assert_close(model.reconstruct(x), torch.sigmoid(model.decode_logits(mu)))
+        z = torch.randn(3, 2, generator=torch.Generator().manual_seed(1))  # samples: Bernoulli means at prior draws
+        torch.testing.assert_close(model.sample(3, torch.Generator().manual_seed(1)),
+                                   torch.sigmoid(model.decode_logits(z)))
 
 
 def test_unknown_model_kwarg_is_named() -> None:
@@ -178,3 +179,82 @@ def test_unknown_model_kwarg_is_named() -> None:
         build_model("vae", latnt_dim=3)
     with pytest.raises(ConfigError, match="unknown model kind 'gan'"):
         build_model("gan")
+
+
+# ---------------------------------------------------------------------------------------------- the latent contract
+@pytest.mark.parametrize("kind,kwargs", [("vae", TINY_VAE), ("vqvae", TINY_VQVAE)])
+def test_every_latent_mode_lies_in_its_space_and_decodes_to_frames(kind: str, kwargs: dict) -> None:
+    model = build_model(kind, input_shape=(1, 32, 32), **kwargs).eval()
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        reconstruction = model.reconstruct(x)
+        for mode in model.latent_modes:
+            z = model.encode_latent(x, mode, generator=torch.Generator().manual_seed(0))
+            assert z.shape == (3, model.latent_dim(mode))
+            assert all(row in model.latent_space(mode) for row in z.numpy().astype(model.latent_space(mode).dtype))
+            decoded = model.decode_latent(z, mode)
+            assert decoded.shape == x.shape
+            if mode != "sample":  # the mean latent and the code indices both decode to the reconstruction
+                torch.testing.assert_close(decoded, reconstruction, atol=1e-5, rtol=0)
+
+
+def test_vae_sample_mode_draws_from_the_posterior_with_the_given_generator() -> None:
+    model = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
+        z = model.encode_latent(x, "sample", generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(z, mu + eps * torch.exp(0.5 * logvar))
+    assert not torch.allclose(z, mu)
+
+
+def test_vqvae_sample_mode_is_its_deterministic_mean() -> None:
+    model = build_model("vqvae", input_shape=(1, 32, 32), **TINY_VQVAE).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_latent(x, "sample"), model.encode_latent(x, "mean"))
+
+
+def test_latent_spaces_and_descriptions_follow_the_architecture() -> None:
+    vae = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE)
+    vq = build_model("vqvae", input_shape=(1, 32, 32), **TINY_VQVAE)  # two stride-2 layers: an 8x8 grid
+    assert vae.latent_space("sample") == gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    assert vq.latent_shape("mean") == (4, 8, 8) and vq.latent_shape("indices") == (8, 8)
+    assert vq.latent_space("indices") == gym.spaces.MultiDiscrete(np.full(64, 16))
+    assert (vae.describe_latent(), vq.describe_latent()) == ("4-d", "8x8x4 grid")
+    assert vae.input_shape == vq.input_shape == (1, 32, 32)
+    torch.testing.assert_close(vq.codebook, vq.quantizer.codebook)
+
+
+def test_modes_a_family_does_not_offer_are_refused_by_name() -> None:
+    vae = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE)
+    with pytest.raises(ValueError, match="not offered by a vae encoder; it offers mean, sample"):
+        vae.encode_latent(torch.rand(1, 1, 32, 32), "indices")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        vae.latent_dim("median")
+    with pytest.raises(NotImplementedError, match="no codebook"):
+        vae.codebook  # noqa: B018
+
+
+def test_prior_samples_or_a_clear_refusal() -> None:
+    vae = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE)
+    samples = vae.sample_prior(5, generator=torch.Generator().manual_seed(0))
+    assert vae.can_sample_prior and samples.shape == (5, 1, 32, 32)
+    torch.testing.assert_close(samples, vae.sample_prior(5, generator=torch.Generator().manual_seed(0)))
+    vq = build_model("vqvae", input_shape=(1, 32, 32), **TINY_VQVAE)
+    assert not vq.can_sample_prior
+    with pytest.raises(NotImplementedError, match="fit_prior"):
+        vq.sample_prior(5)
+
+
+def test_vae_traversal_axes_put_the_dimensions_with_most_kl_first() -> None:
+    model = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE).eval()
+    x = torch.rand(8, 1, 32, 32)
+    axes = model.latent_axes(x, limit=3)
+    kl = model.kl_per_dimension(x)
+    assert axes.dims == torch.argsort(kl, descending=True)[:3].tolist()
+    assert axes.details["kl"] == sorted(axes.details["kl"], reverse=True)
+    z = torch.zeros(4)
+    torch.testing.assert_close(model.traverse(z, 2, torch.tensor([-1.0, 1.0])),
+                               torch.tensor([[0.0, 0.0, -1.0, 0.0], [0.0, 0.0, 1.0, 0.0]]))

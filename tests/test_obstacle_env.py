@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from vaerl.envs.obstacle import LEFT, OBSTACLE_ENV_ID, RIGHT, ObstacleEnv, ObstacleExpert
+from vaerl.envs.obstacle import LEFT, OBSTACLE_ENV_ID, RIGHT, THREE_WAYS_ENV_ID, ObstacleEnv, ObstacleExpert
 
 
 def run_expert(env: gym.Env, episodes: int, seed: int = 0) -> list[dict]:
@@ -30,6 +30,41 @@ def test_expert_always_succeeds_and_uses_both_sides(continuous: bool) -> None:
     left = sum(f["side"] == LEFT for f in finals)
     assert sum(f["side"] == RIGHT for f in finals) + left == 40
     assert 10 <= left <= 30  # p = 1/2 per episode
+    assert [f["mode"] for f in finals] == [0 if f["side"] == LEFT else 1 for f in finals]
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_three_ways_expert_succeeds_through_each_passage_uniformly(continuous: bool) -> None:
+    env = gym.make(THREE_WAYS_ENV_ID, continuous=continuous)
+    assert env.unwrapped.mode_names == ("left", "middle", "right")
+    assert env.observation_space.shape == (9,)  # agent, goal, two obstacles, radius
+    finals = run_expert(env, 90)
+    assert all(f["is_success"] and not f["collision"] for f in finals)
+    counts = np.bincount([f["mode"] for f in finals], minlength=3)
+    assert counts.sum() == 90 and counts.min() >= 18  # p = 1/3 each
+    assert all(f["side"] == 0 for f in finals)  # "side" describes one obstacle only
+
+
+def test_the_average_of_the_three_ways_is_the_middle_one() -> None:
+    """Why the three-way task still tells policies apart: the mean path succeeds, through one mode only."""
+    env = gym.make(THREE_WAYS_ENV_ID)
+    env.reset(seed=0)
+    for _ in range(100):
+        _, _, terminated, truncated, info = env.step(np.array([0.0, 1.0], np.float32))
+        if terminated or truncated:
+            break
+    assert info["is_success"] and info["mode"] == 1
+
+
+def test_random_starts_cover_the_field_clear_of_obstacles() -> None:
+    env = ObstacleEnv(random_start=True, obstacle_x=(0.3, 0.7), obstacle_radius=(0.08, 0.1))
+    starts = []
+    for seed in range(60):
+        env.reset(seed=seed)
+        starts.append(env.position.copy())
+        assert env.layout.clearance(env.position) > env.speed
+    starts = np.array(starts)
+    assert starts[:, 1].max() > 0.7 and starts[:, 1].min() < 0.3 and np.ptp(starts[:, 0]) > 0.6
 
 
 def test_expert_side_is_drawn_from_its_seed() -> None:
@@ -42,7 +77,7 @@ def test_registered_id_spaces_and_observation_types() -> None:
     obs, info = env.reset(seed=0)
     assert env.observation_space.shape == (7,) and env.observation_space.contains(obs)
     assert env.action_space == gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    assert {"is_success", "side", "position", "collision"} <= set(info)
+    assert {"is_success", "mode", "side", "position", "collision"} <= set(info)
     pixels = gym.make(OBSTACLE_ENV_ID, obs_type="pixels", image_size=32, continuous=False)
     frame, _ = pixels.reset(seed=0)
     assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8 and pixels.observation_space.contains(frame)
@@ -85,5 +120,7 @@ def test_bad_arguments_are_refused() -> None:
         ObstacleEnv(obs_type="rgb")
     with pytest.raises(ValueError, match="obstacle_y"):
         ObstacleEnv(obstacle_y=(0.6, 0.4))
+    with pytest.raises(ValueError, match="obstacle_x"):
+        ObstacleEnv(obstacle_x=(0.7, 0.3))
     with pytest.raises(TypeError, match="ObstacleEnv"):
         ObstacleExpert(gym.make("CartPole-v1"))

@@ -69,9 +69,14 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = pretrain(tiny_config(tmp_path / "a", steps=6))
+    again = pretrain(tiny_config(tmp_path / "c", steps=6))
     pretrain(tiny_config(tmp_path / "b", steps=3))
     resumed = pretrain(tiny_config(tmp_path / "b", steps=6))
-    assert resumed["val"]["loss"] == pytest.approx(straight["val"]["loss"], rel=0.2)
+    # The prefetch thread draws batches in a fixed order, so a run repeats itself exactly on a fixed seed.
+    assert again["val"] == straight["val"]
+    # Weights, optimiser and torch RNG resume exactly, but the batch loader is reseeded with ``seed + start_step``
+    # (not fast-forwarded), so steps 4-6 see other frames than the uninterrupted run: close, not identical.
+    assert resumed["val"]["loss"] == pytest.approx(straight["val"]["loss"], rel=1e-2)
 
 
 def test_finished_run_is_not_trained_again(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""Glue shared by the entry points in ``scripts/``: friendly errors and path handling.
+"""Glue shared by the entry points in ``scripts/``: the resolved Hydra config into a typed config, and
+library errors into a friendly message and exit code.
 
-Scripts hand this module plain dicts (``OmegaConf.to_container(cfg, resolve=True)``); the library
-never sees Hydra objects.
+Hydra objects stop here: the rest of the library sees plain dicts and dataclasses.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
 
 from vaerl.config import from_dict
 from vaerl.errors import VaerlError
@@ -38,3 +40,9 @@ def run_main(main: Callable[[], Any]) -> Any:
         log.error("%s: %s", type(exc).__name__, exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_config(cfg: DictConfig, cls: type[T], run: Callable[[T], Any]) -> Any:
+    """A script's body: resolve ``cfg``, parse it into ``cls`` and call ``run`` on it under :func:`run_main`."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    return run_main(lambda: run(parse_config(cls, raw)))  # type: ignore[arg-type]

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from vaerl.checkpoint import CheckpointInfo, load_model
+from vaerl.data.loader import iterate_in_order
 from vaerl.errors import CheckpointError, ObservationError
-from vaerl.models import VQVAE, FrameModel
+from vaerl.models import LATENT_MODES, FrameModel
 from vaerl.models.blocks import to_unit
-from vaerl.models.vae import reparameterize
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.runtime import resolve_device
 
-MODES = ("mean", "sample", "indices")
+if TYPE_CHECKING:
+    from vaerl.data.dataset import FrameDataset
+    from vaerl.envs.make import EnvConfig
+
+MODES = tuple(LATENT_MODES)
+
+FRAME_SETTINGS = ("id", "frame_skip", "screen_size", "grayscale", "size", "layout", "image_key", "frame_stack")
+"""Env settings that change what frames look like: an encoder fits only the ones it was pretrained under.
+(Constructor kwargs are opaque: the wrappers' observation-space check catches those that change frame shapes.)"""
 
 
 class Encoder:
     """Encodes raw env observations (any batch size) into latent vectors.
 
-    ``mode`` chooses the latent: ``"mean"`` (VAE posterior mean, VQ-VAE quantised grid, flattened),
-    ``"sample"`` (a reparameterised VAE sample) or ``"indices"`` (VQ-VAE code indices, flattened).
+    ``mode`` chooses the latent (see :data:`vaerl.models.LATENT_MODES`): ``"mean"`` (VAE posterior
+    mean, VQ-VAE quantised grid, flattened), ``"sample"`` (a reparameterised VAE sample) or
+    ``"indices"`` (VQ-VAE code indices, flattened). Everything model-specific comes from the
+    model's latent contract (:class:`vaerl.models.FrameModel`).
     """
 
     def __init__(self, model: FrameModel, spec: PreprocessSpec, info: CheckpointInfo, device: torch.device) -> None:
@@ -38,20 +51,29 @@ class Encoder:
         return self.model.kind
 
     def latent_dim(self, mode: str = "mean") -> int:
-        self._check_mode(mode)
-        if mode == "indices":
-            height, width = self.model.grid_size  # type: ignore[attr-defined]
-            return height * width
-        return self.model.feature_dim
+        """Length of one observation's latent in ``mode``."""
+        return self.model.latent_dim(mode)
+
+    def latent_space(self, mode: str = "mean") -> spaces.Space:
+        """The gymnasium space of one observation's latent in ``mode``."""
+        return self.model.latent_space(mode)
+
+    def describe_latent(self) -> str:
+        """``32-d`` for a VAE, ``10x10x8 grid`` for a VQ-VAE (positions x code-vector size)."""
+        return self.model.describe_latent()
 
     def preprocess(self, observations: Any) -> np.ndarray:
         """Raw observations ``(N, ...)`` -> uint8 frames ``(N, C, H, W)`` (single frames, no stacking)."""
         return self.spec(observations)
 
     @torch.no_grad()
-    def encode_frames(self, frames: np.ndarray | torch.Tensor, mode: str = "mean") -> torch.Tensor:
-        """Encode preprocessed (and, if the spec says so, stacked) uint8 frames ``(N, C, H, W)``."""
-        self._check_mode(mode)
+    def encode_frames(self, frames: np.ndarray | torch.Tensor, mode: str = "mean", *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode preprocessed (and, if the spec says so, stacked) uint8 frames ``(N, C, H, W)``.
+
+        ``generator`` (on the encoder's device) seeds ``mode="sample"``; without one it draws from torch's global RNG.
+        """
+        self.model.check_mode(mode)
         x = torch.as_tensor(frames)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.spec.input_shape:
             raise ObservationError(f"expected encoder input (N, {', '.join(map(str, self.spec.input_shape))}), got "
@@ -62,13 +84,10 @@ class Encoder:
         x = to_unit(x.to(self.device, non_blocking=True))
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        if mode == "indices":
-            return self.model.code_indices(x).flatten(1)  # type: ignore[attr-defined]
-        if mode == "sample" and self.kind == "vae":
-            return reparameterize(*self.model.encode(x))  # type: ignore[attr-defined]
-        return self.model.features(x)
+        return self.model.encode_latent(x, mode, generator=generator)
 
-    def encode(self, observations: Any, mode: str = "mean") -> torch.Tensor:
+    def encode(self, observations: Any, mode: str = "mean", *,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Raw env observations ``(N, ...)`` -> latents ``(N, latent_dim)``.
 
         Only for encoders without frame stacking; stacked encoders keep history and are used
@@ -77,24 +96,57 @@ class Encoder:
         if self.spec.frame_stack != 1:
             raise ObservationError(f"this encoder expects {self.spec.frame_stack} stacked frames: use the latent "
                                    "wrappers, or stack preprocessed frames yourself and call encode_frames")
-        return self.encode_frames(self.preprocess(observations), mode)
+        return self.encode_frames(self.preprocess(observations), mode, generator=generator)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, mode: str = "mean") -> torch.Tensor:
         """Decoder means in [0, 1] for latents produced by :meth:`encode` with the same ``mode``."""
-        latents = torch.as_tensor(latents, device=self.device)
-        if isinstance(self.model, VQVAE):
-            height, width = self.model.grid_size
-            if mode == "indices":
-                return self.model.decode_indices(latents.long().view(-1, height, width))
-            return self.model.decode(latents.float().view(-1, self.model.config.embedding_dim, height, width))
-        return self.model.decode(latents.float())  # type: ignore[attr-defined]
+        return self.model.decode_latent(torch.as_tensor(latents, device=self.device), mode)
 
-    def _check_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "indices" and self.kind != "vqvae":
-            raise ValueError(f"mode='indices' needs a VQ-VAE encoder; this one is a {self.kind}")
+    @torch.no_grad()
+    def encode_dataset(self, dataset: FrameDataset, indices: np.ndarray, mode: str = "mean",
+                       batch_size: int = 256) -> torch.Tensor:
+        """Latents of frames ``indices`` of ``dataset`` (stacked as this encoder expects), on the CPU.
+
+        Continuous latents come back as float32, code indices as int64.
+        """
+        out = [self.encode_frames(batch, mode).cpu()
+               for batch in iterate_in_order(dataset, np.asarray(indices), batch_size, self.spec.frame_stack)]
+        if not out:
+            return torch.empty(0, self.latent_dim(mode))
+        latents = torch.cat(out)
+        return latents.long() if isinstance(self.latent_space(mode), spaces.MultiDiscrete) else latents.float()
+
+
+def env_differences(trained: Mapping[str, Any], env: EnvConfig | Mapping[str, Any] | str,
+                    settings: Sequence[str] = FRAME_SETTINGS) -> list[str]:
+    """How ``env`` differs from the env an encoder was pretrained on, in the frame ``settings``.
+
+    ``trained`` is the env config saved in the checkpoint (:attr:`CheckpointInfo.env`). ``env`` is an
+    :class:`~vaerl.envs.EnvConfig`, its dict, or a bare env id (which compares the id alone). An
+    empty list means the encoder fits.
+    """
+    if isinstance(env, str):
+        current, settings = {"id": env}, ("id",)
+    else:
+        current = env.to_dict() if hasattr(env, "to_dict") else dict(env)
+    # compare as JSON would store them, so a tuple here equals the list a checkpoint holds
+    current, saved = json.loads(json.dumps(current, default=str)), json.loads(json.dumps(dict(trained), default=str))
+    return [f"env.{key}={current.get(key)!r} here, {saved[key]!r} in pretraining" for key in settings
+            if key in saved and saved[key] != current.get(key)]
+
+
+def check_encoder_env(info: CheckpointInfo, env: EnvConfig | Mapping[str, Any] | str, *, where: str, fix: str,
+                      target: str = "this env", settings: Sequence[str] = FRAME_SETTINGS,
+                      error: type[Exception] = CheckpointError) -> None:
+    """Raise ``error`` listing :func:`env_differences` when the encoder described by ``info`` does not fit ``env``.
+
+    ``where`` names the encoder in the message, ``fix`` says what to do; ``settings=("id",)`` checks
+    only that it is the same game (for callers that run on the checkpoint's own env settings anyway).
+    """
+    differences = env_differences(info.env, env, settings)
+    if differences:
+        raise error(f"{where} was pretrained on other frames than {target}: {'; '.join(differences)}. {fix}")
 
 
 def load_encoder(
@@ -111,8 +163,9 @@ def load_encoder(
     """
     device = resolve_device(device)
     model, info = load_model(path, device)
-    if env_id is not None and info.env_id != env_id:
-        raise CheckpointError(f"{path} was trained on {info.env_id!r}, not {env_id!r}: pretrain an encoder for "
-                              f"{env_id} (scripts/pretrain_vae.py) or pass the matching checkpoint")
+    if env_id is not None:
+        check_encoder_env(info, env_id, where=str(path), target=env_id,
+                          fix=f"Pretrain an encoder for {env_id} (scripts/pretrain_vae.py) or pass the matching "
+                              "checkpoint")
     spec = info.spec.replace(**spec_override) if spec_override else info.spec
     return Encoder(model, spec, info, device)

@@ -1,4 +1,4 @@
-"""Image grids saved as PNG: reconstructions, samples, traversals."""
+"""Pictures saved as PNG, the one place that writes them: reconstructions, samples, traversals."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from vaerl.io import atomic_path
+from vaerl.models import FrameModel
+from vaerl.models.blocks import to_unit
 
 
 def to_display(frames: np.ndarray | torch.Tensor, channels_per_frame: int = 1) -> np.ndarray:
@@ -50,3 +52,19 @@ def save_frame_grid(path: str | Path, rows: Sequence[np.ndarray | torch.Tensor],
                     scale: int = 2) -> Path:
     """Save rows of model frames ``(N, C, H, W)`` as one PNG grid (e.g. originals above reconstructions)."""
     return save_png(path, image_grid([to_display(row, channels_per_frame) for row in rows], scale=scale))
+
+
+@torch.no_grad()
+def save_reconstructions(path: str | Path, model: FrameModel, frames: torch.Tensor, channels_per_frame: int = 1,
+                         scale: int = 2) -> Path:
+    """Save uint8 frames ``(N, C, H, W)`` (top row) above the model's reconstructions of them (bottom row)."""
+    device = next(model.parameters()).device
+    recon = model.reconstruct(to_unit(frames.to(device)))
+    return save_frame_grid(path, [frames, recon], channels_per_frame, scale)
+
+
+def save_samples(path: str | Path, samples: np.ndarray | torch.Tensor, channels_per_frame: int = 1,
+                 scale: int = 2) -> Path:
+    """Save generated frames ``(N, C, H, W)`` as a grid of two rows."""
+    half = (len(samples) + 1) // 2
+    return save_frame_grid(path, [samples[:half], samples[half:]], channels_per_frame, scale)

@@ -27,11 +27,10 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from agents.bc.networks import BCNetwork, RegressionNet
-from vaerl.data.demos import Demos, describe_space, space_from_description
+from vaerl.data.demos import DemoMetadata, Demos, describe_space, space_from_description
 from vaerl.errors import ConfigError, ObservationError
+from vaerl.models.bc import CVAE, PRIORS, BCNetwork, CVAEConfig, RegressionNet, make_action_head, mdn_network
 from vaerl.models.blocks import NATURE_LAYERS
-from vaerl.models.cvae import CVAE, PRIORS, CVAEConfig
 
 POLICY_KINDS = ("cvae", "mse", "mdn")
 Z_SAMPLES = ("episode", "chunk", "mean")
@@ -101,6 +100,8 @@ class PolicyEnvSpec:
     obs_dtype: str
     obs_transform: str | None = None
     env_config: dict[str, Any] | None = None
+    encoder_digest: str | None = None
+    """Content digest of the encoder behind ``obs_transform`` (policies trained by vaerl >= 0.1 on latents)."""
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(int(v) for v in self.obs_shape)
@@ -109,7 +110,15 @@ class PolicyEnvSpec:
     def from_demos(cls, demos: Demos) -> PolicyEnvSpec:
         meta = demos.metadata
         return cls(meta.env_id, meta.observation_space, meta.action_space, meta.stored_obs_shape,
-                   meta.stored_obs_dtype, meta.obs_transform, meta.env_config)
+                   meta.stored_obs_dtype, meta.obs_transform, meta.env_config, meta.encoder_digest)
+
+    def observes_like(self, meta: DemoMetadata) -> bool:
+        """Whether demonstrations with ``meta`` hold what this policy observes (same encoder, or raw both)."""
+        if (self.obs_transform is None) != (meta.obs_transform is None):
+            return False
+        if self.encoder_digest is not None and meta.encoder_digest is not None:
+            return self.encoder_digest == meta.encoder_digest
+        return self.obs_transform == meta.obs_transform
 
 
 class TrainingData(NamedTuple):
@@ -156,19 +165,21 @@ class BCPolicy(nn.Module):
             action_dim, head = int(self.action_space.n), "categorical"
         elif isinstance(self.action_space, spaces.Box):
             action_dim = int(np.prod(self.action_space.shape))
-            head = {"cvae": "mean" if cfg.action_head == "auto" else cfg.action_head, "mse": "mean",
-                    "mdn": "mixture"}[cfg.kind]
+            head = cfg.action_head if cfg.kind == "cvae" and cfg.action_head != "auto" else "mean"
         else:
             raise ConfigError(f"BC policies need a Box or Discrete action space, got {self.action_space}")
         if cfg.kind == "cvae":
             return CVAE(CVAEConfig(obs_shape, action_dim, head, cfg.chunk, cfg.latent_dim, list(cfg.hidden),
                                    cfg.prior, cfg.prior_components, cfg.conv_layers,
                                    cfg.image_features))
-        if cfg.kind == "mdn" and self.discrete:
-            raise ConfigError("policy=mdn is for Box actions; for Discrete actions use policy=mse (cross-entropy), "
-                              "whose categorical output is already multimodal, or policy=cvae")
-        return RegressionNet(obs_shape, action_dim, head, cfg.chunk, list(cfg.hidden), cfg.conv_layers,
-                             cfg.image_features, cfg.components)
+        if cfg.kind == "mdn":
+            if self.discrete:
+                raise ConfigError("policy=mdn is for Box actions; for Discrete actions use policy=mse (cross-entropy), "
+                                  "whose categorical output is already multimodal, or policy=cvae")
+            return mdn_network(obs_shape, action_dim, cfg.chunk, cfg.components, list(cfg.hidden), cfg.conv_layers,
+                               cfg.image_features)
+        return RegressionNet(obs_shape, make_action_head(head, action_dim, cfg.chunk), list(cfg.hidden),
+                             cfg.conv_layers, cfg.image_features)
 
     @property
     def device(self) -> torch.device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from vaerl.io import atomic_path, write_json
 
 CHECKPOINT = "checkpoints/last.zip"
 REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"
+PROGRESS_SECONDS = 30.0  # between progress lines when there is no progress bar
+
+log = logging.getLogger("agents")
 
 
 def evaluate(model: BaseAlgorithm, env: VecEnv, episodes: int, seed: int, deterministic: bool = True) -> dict[str, Any]:
@@ -95,3 +99,35 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: Path) -> None:
             model.save_replay_buffer(tmp)
     save_model(model, run_dir / CHECKPOINT)  # last: its presence means the checkpoint is complete
     write_json(run_dir / "checkpoints" / "last.json", {"num_timesteps": model.num_timesteps})
+
+
+class ProgressLog(BaseCallback):
+    """A log line every ``every_seconds`` and at the end: steps done, speed, mean return of recent episodes.
+
+    It stands in for SB3's progress bar where nobody watches a terminal (a batch job's log file).
+    """
+
+    def __init__(self, total_steps: int, every_seconds: float = PROGRESS_SECONDS) -> None:
+        super().__init__()
+        self.total_steps, self.every_seconds = total_steps, every_seconds
+        self._start_steps, self._start, self._last = 0, 0.0, 0.0
+
+    def _on_training_start(self) -> None:
+        self._start_steps = self.num_timesteps
+        self._start = self._last = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if time.perf_counter() - self._last >= self.every_seconds:
+            self.report()
+        return True
+
+    def _on_training_end(self) -> None:
+        self.report()
+
+    def report(self) -> None:
+        self._last = time.perf_counter()
+        fps = (self.num_timesteps - self._start_steps) / max(self._last - self._start, 1e-9)
+        returns = [float(info["r"]) for info in self.model.ep_info_buffer or []]
+        recent = (f"return {np.mean(returns):.2f} (last {len(returns)} episodes)" if returns
+                  else "no finished episode yet")
+        log.info("step %d/%d  %.0f fps  %s", self.num_timesteps, self.total_steps, fps, recent)

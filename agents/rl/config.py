@@ -9,30 +9,35 @@ from typing import Any
 from vaerl.encoder import MODES
 from vaerl.envs.make import EnvConfig
 from vaerl.errors import ConfigError
+from vaerl.paths import DATA_ROOT, RUNS_ROOT, agent_run_dir, pretrained_encoder_path
 from vaerl.wrappers import STACK_MODES
 
 
 @dataclass
 class PathsConfig:
-    runs: str = "runs"
+    runs: str = RUNS_ROOT
     """Root of run directories (pretrained encoders are looked up under ``<runs>/pretrain``)."""
-    data: str = "data"
+    data: str = DATA_ROOT
 
 
 @dataclass
 class AgentConfig:
-    name: str = "ppo"
+    """One algorithm's settings. They live in ``configs/agent/<name>.yaml`` only, so nothing here has a default
+    (an empty dict: no settings of that kind)."""
+
+    name: str
     """Label used in the run directory."""
-    algo: str = "ppo"
+    algo: str
     """Stable-Baselines3 algorithm: ppo | a2c | dqn (discrete actions) | sac | td3 (continuous actions)."""
-    n_envs: int = 8
+    n_envs: int
     """Parallel envs collecting experience."""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments shared by pixel and latent runs; ``lin_<x>`` is a linear schedule from x to 0."""
-    pixel: dict[str, Any] = field(default_factory=lambda: {"policy": "CnnPolicy"})
-    """Overrides of ``hyperparams`` for ``latent=false`` (the RL Zoo's pixel settings)."""
-    latent: dict[str, Any] = field(default_factory=lambda: {"policy": "MlpPolicy"})
-    """Overrides of ``hyperparams`` for ``latent=true``."""
+    pixel: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``hyperparams`` for ``latent=false`` (the RL Zoo's pixel settings); ``policy`` defaults to
+    the pipeline's (CnnPolicy on pixels, MlpPolicy on observations without images)."""
+    latent: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``hyperparams`` for ``latent=true``; ``policy`` defaults to MlpPolicy."""
 
     def settings(self, latent: bool) -> dict[str, Any]:
         """The constructor arguments of this run (a new dict)."""
@@ -87,16 +92,17 @@ class EvalConfig:
 @dataclass
 class VideoConfig:
     steps: int = 600
-    """Agent steps in ``play.gif`` (0: no video)."""
+    """Agent steps in ``play.mp4`` (0: no video)."""
     fps: int = 30
     scale: int = 2
     """Upscaling of the 84x84 frames in the video."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainAgentConfig:
+    agent: AgentConfig
+    """The algorithm and its settings (``agent=<name>``: ``configs/agent/<name>.yaml``)."""
     env: EnvConfig = field(default_factory=EnvConfig)
-    agent: AgentConfig = field(default_factory=AgentConfig)
     encoder: EncoderOptions = field(default_factory=EncoderOptions)
     eval: EvalConfig = field(default_factory=EvalConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
@@ -110,7 +116,7 @@ class TrainAgentConfig:
     device: str = "auto"
     """Policy and encoder device: auto (GPU if there is one) | cpu | cuda | cuda:N."""
     threads: int = 0
-    """Torch CPU threads (0: 2 for pixel CNNs and fine-tuned encoders, 1 for frozen latents; see default_threads)."""
+    """Torch CPU threads (0: 2 for pixel CNNs and fine-tuned encoders, 1 for frozen latents; see Observations.threads)."""
     checkpoint_every: int = 25_000
     """Agent steps between resumable checkpoints (``checkpoints/last.zip``)."""
     resume: bool = True
@@ -118,6 +124,8 @@ class TrainAgentConfig:
     overwrite: bool = False
     """Allow replacing a finished run in ``run_dir``."""
     progress_bar: bool = True
+    """SB3's progress bar on a terminal; without one (a batch job's log file), or with ``false``, periodic
+    progress lines (steps, speed, recent return)."""
     run_dir: str | None = None
     """Output folder; ``None``: ``<paths.runs>/agent/<env.name>/<agent.name>-latent<latent>/seed<seed>``."""
 
@@ -129,12 +137,10 @@ class TrainAgentConfig:
     def output_dir(self) -> Path:
         if self.run_dir:
             return Path(self.run_dir)
-        run = f"{self.agent.name}-latent{self.latent}"
-        return Path(self.paths.runs) / "agent" / self.env.name / run / f"seed{self.seed}"
+        return agent_run_dir(self.paths.runs, self.env.name, self.agent.name, self.latent, self.seed)
 
     def pretrained_encoder_path(self) -> Path:
         """Where ``scripts/pretrain_vae.py env=<env.name> model=<encoder.model> seed=<encoder.seed>`` puts it."""
         if self.encoder.path:
             return Path(self.encoder.path)
-        run = Path(self.paths.runs) / "pretrain" / self.env.name / self.encoder.model / f"seed{self.encoder.seed}"
-        return run / "encoder.safetensors"
+        return pretrained_encoder_path(self.paths.runs, self.env.name, self.encoder.model, self.encoder.seed)

@@ -13,7 +13,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.rl.builders import algorithm_class
 from agents.rl.config import TrainAgentConfig
-from agents.rl.envs import Observations, load_run_encoder, make_run_env, observations_for
+from agents.rl.envs import make_run_env, run_observations
+from agents.rl.observations import Observations
 from vaerl.checkpoint import CHECKPOINT_FILE
 from vaerl.config import from_dict
 from vaerl.encoder import Encoder
@@ -53,8 +54,7 @@ def load_agent(
         own = str(run_dir / CHECKPOINT_FILE)
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
     device = resolve_device(device)
-    encoder = load_run_encoder(cfg, device) if cfg.latent else None
-    observations = observations_for(cfg, encoder)
+    observations = run_observations(cfg, device)
     seed = cfg.seed + cfg.eval.seed_offset if seed is None else seed
     env = make_run_env(cfg, observations, n_envs=n_envs, seed=seed, training=False)
     model = algorithm_class(cfg.agent.algo).load(run_dir / file, env=env, device=device)

@@ -8,7 +8,7 @@ Run directory (``cfg.output_dir``)::
     checkpoints/last.zip   the latest periodic checkpoint (+ replay buffer for off-policy algorithms)
     evaluations.json       periodic evaluations on held-out seeds
     eval.json              the final evaluation: mean and std of the whole-game, unclipped return
-    play.gif               the agent playing, frame beside reconstruction
+    play.mp4               the agent playing, frame beside reconstruction (play.gif without an MP4 writer)
     tb/                    TensorBoard logs
 """
 
@@ -18,6 +18,7 @@ import dataclasses
 import importlib.util
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,14 @@ from agents.rl.callbacks import (
     CHECKPOINT,
     REPLAY_BUFFER,
     PeriodicEval,
+    ProgressLog,
     ResumableCheckpoint,
     evaluate,
     save_model,
 )
 from agents.rl.config import TrainAgentConfig
-from agents.rl.envs import Observations, load_run_encoder, make_run_env, observations_for
-from agents.rl.features import load_pretrained
+from agents.rl.envs import make_run_env, run_observations
+from agents.rl.observations import Observations
 from agents.rl.video import record_play
 from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
 from vaerl.config import to_dict
@@ -47,6 +49,7 @@ from vaerl.runtime import configure_threads, resolve_device, seed_everything
 
 log = logging.getLogger("agents")
 FINISHED = "eval.json"
+PLAY_VIDEO = "play.mp4"
 
 
 def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
@@ -62,9 +65,8 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     algorithm_class(cfg.agent.algo)
 
     # everything that can be wrong with the inputs fails here, before any file is written
-    encoder = load_run_encoder(cfg, device) if cfg.latent else None
-    observations = observations_for(cfg, encoder)
-    configure_threads(cfg.threads or default_threads(observations.kind))
+    observations = run_observations(cfg, device)
+    configure_threads(cfg.threads or observations.threads)
     env = make_run_env(cfg, observations, n_envs=cfg.agent.n_envs, seed=cfg.seed, training=True)
     eval_env = None
     try:
@@ -74,7 +76,7 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         settings = cfg.agent.settings(cfg.latent)
         policy = observations.policy(settings, env.observation_space)
 
-        _write_inputs(run_dir, cfg, encoder, fresh=not resume)
+        _write_inputs(run_dir, cfg, observations, fresh=not resume)
         model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, resume)
         start_steps, start = model.num_timesteps, time.perf_counter()
         _learn(model, cfg, run_dir, eval_env, eval_seed)
@@ -95,8 +97,8 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     if cfg.video.steps > 0:
         video_env = make_run_env(cfg, observations, n_envs=1, seed=eval_seed, training=False)
         try:
-            result["video"] = record_play(model, video_env, observations, run_dir / "play.gif", steps=cfg.video.steps,
-                                          fps=cfg.video.fps, scale=cfg.video.scale, mode=cfg.encoder.mode)
+            result["video"] = record_play(model, video_env, observations, run_dir / PLAY_VIDEO, steps=cfg.video.steps,
+                                          fps=cfg.video.fps, scale=cfg.video.scale)
         finally:
             video_env.close()
     write_json(run_dir / FINISHED, result)
@@ -117,23 +119,13 @@ def _check_run_dir(run_dir: Path, cfg: TrainAgentConfig) -> bool:
     return has_checkpoint and cfg.resume and not cfg.overwrite
 
 
-def default_threads(observations: str) -> int:
-    """Torch threads for a run observing ``pixels`` / ``finetune`` / ``latent`` / ``raw`` (see MEASURED.md).
-
-    Conv nets trained in the policy want two threads. A frozen encoder in the env loop runs between
-    ale-py's worker threads, and two torch threads spin-wait into them; a small MLP learner gains
-    nothing from a second thread either. So latent runs use one (bench_agent.py times both).
-    """
-    return 2 if observations in ("pixels", "finetune") else 1
-
-
-def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, encoder: Any, fresh: bool) -> None:
+def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observations, fresh: bool) -> None:
     if fresh:  # outputs of an earlier run that overwrite=true replaces
-        for name in (FINISHED, "agent.zip", "evaluations.json", "play.gif"):
+        for name in (FINISHED, "agent.zip", "evaluations.json", PLAY_VIDEO, "play.gif"):
             (run_dir / name).unlink(missing_ok=True)
         for name in ("checkpoints", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-    if encoder is not None:
+    if observations.encoder is not None:
         source = checkpoint_file(cfg.pretrained_encoder_path())
         target = run_dir / CHECKPOINT_FILE
         if source.resolve() != target.resolve():
@@ -155,9 +147,8 @@ def _load_or_build(
         log.info("resuming %s from step %d", run_dir / CHECKPOINT, model.num_timesteps)
         return model
     model = build_agent(cfg.agent.algo, settings, env, policy=policy, seed=cfg.seed, device=device,
-                        tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs(cfg))
-    if observations.kind == "finetune":
-        load_pretrained(model.policy, run_dir / CHECKPOINT_FILE)
+                        tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs())
+    observations.initialise(model, run_dir / CHECKPOINT_FILE)
     return model
 
 
@@ -170,9 +161,12 @@ def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env:
     if cfg.eval.every > 0:
         callbacks.append(PeriodicEval(eval_env, run_dir / "evaluations.json", every=cfg.eval.every,
                                       episodes=cfg.eval.episodes, seed=eval_seed, deterministic=cfg.eval.deterministic))
-    progress_bar = cfg.progress_bar and importlib.util.find_spec("rich") is not None
-    if cfg.progress_bar and not progress_bar:
+    progress_bar = cfg.progress_bar and sys.stdout.isatty()  # a log file gets progress lines instead
+    if progress_bar and importlib.util.find_spec("rich") is None:
         log.warning("no progress bar: SB3's needs `pip install rich tqdm`")
+        progress_bar = False
+    if not progress_bar:
+        callbacks.append(ProgressLog(cfg.total_steps))
     try:
         model.learn(remaining, callback=callbacks, progress_bar=progress_bar, tb_log_name=cfg.agent.algo,
                     reset_num_timesteps=model.num_timesteps == 0)

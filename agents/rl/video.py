@@ -1,18 +1,16 @@
-"""A short GIF of the agent playing: the frame it sees, and beside it the encoder's reconstruction of that frame."""
+"""A short video of the agent playing: the frame it sees, and beside it the encoder's reconstruction of that frame."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
-import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.rl.envs import Observations
-from agents.rl.features import EncoderFeatures
-from vaerl.io import atomic_path
+from agents.rl.observations import Observations
+from vaerl.evaluation.video import save_video
 
 
 def record_play(
@@ -24,45 +22,23 @@ def record_play(
     steps: int,
     fps: int = 30,
     scale: int = 3,
-    mode: str = "mean",
-) -> dict[str, float]:
-    """Play ``steps`` agent steps in ``env`` (one env) and write ``[frame | reconstruction]`` frames to ``path``."""
-    if observations.kind == "raw":
+) -> dict[str, Any]:
+    """Play ``steps`` agent steps in ``env`` (one env) and write ``[frame | reconstruction]`` frames to ``path``.
+
+    A ``.mp4`` path becomes a GIF beside it where no MP4 writer is installed (see :func:`save_video`).
+    """
+    if not observations.filmed:
         return {}
     obs = env.reset()
     images, total = [], 0.0
     for _ in range(steps):
-        frame, recon = _view(model, env, observations, obs, mode)
+        frame, recon = observations.view(model, env, obs)
         images.append(_compose(frame, recon, scale))
         action, _ = model.predict(obs, deterministic=True)
         obs, rewards, _, _ = env.step(action)
         total += float(rewards[0])
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, np.stack(images), extension=".gif", duration=1000 / fps, loop=0)
-    return {"steps": steps, "reward": total}
-
-
-def _view(
-    model: BaseAlgorithm, env: VecEnv, observations: Observations, obs: np.ndarray, mode: str
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The current frame ``(C, H, W)`` uint8 of env 0 and the reconstruction of its latent, in [0, 1]."""
-    encoder = observations.encoder
-    if observations.kind == "pixels":
-        return obs[0, -1:], None
-    assert encoder is not None
-    channels = encoder.spec.channels_per_frame
-    if observations.kind == "latent":
-        pipeline = env.pipeline  # type: ignore[attr-defined]
-        frame, z = pipeline.frames.data[0, -1], pipeline.latents.data[0, -1:]
-    else:  # fine-tuned: the policy's own encoder gives the latent, the checkpoint's decoder draws it
-        extractor = next(m for m in model.policy.modules() if isinstance(m, EncoderFeatures))
-        frame = obs[0, -channels:]
-        window = torch.as_tensor(obs[:, -extractor.in_channels:], device=model.device).float() / 255.0
-        with torch.no_grad():
-            z = extractor.model.features(window)
-        mode = "mean"
-    recon = encoder.decode(torch.as_tensor(z, device=encoder.device), mode)[0, -channels:]
-    return frame, recon.float().cpu().numpy()
+    written = save_video(path, np.stack(images), fps)
+    return {"steps": steps, "reward": total, "path": written.name}
 
 
 def _compose(frame: np.ndarray, recon: np.ndarray | None, scale: int) -> np.ndarray:

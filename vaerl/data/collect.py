@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from vaerl.data.dataset import META, FrameDataset, FrameDatasetWriter
+from vaerl.data.vector_collect import collect_vector_frames, vector_extras
 from vaerl.errors import DatasetError
+from vaerl.observations import batch_of_one
 from vaerl.preprocessing import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,19 @@ Policy = Callable[[Any], Any]
 """Maps one raw observation to one action (a trained agent: ``lambda obs: model.predict(obs)[0]``)."""
 
 EXTRAS = ("ram", "action", "reward")
+
+
+def has_ram(env: gym.Env) -> bool:
+    """Whether ``env`` exposes emulator RAM (ALE games, or any env whose unwrapped form has ``get_ram()``)."""
+    return hasattr(env.unwrapped, "ale") or hasattr(env.unwrapped, "get_ram")
+
+
+def available_extras(env: gym.Env, extras: Sequence[str]) -> list[str]:
+    """``extras`` without ``ram`` when ``env`` has none (with a log line), so one default fits every env."""
+    if "ram" in extras and not has_ram(env):
+        log.info("%s has no RAM: collecting frames without the 'ram' extra", type(env.unwrapped).__name__)
+        return [name for name in extras if name != "ram"]
+    return list(extras)
 
 
 def get_ram(env: gym.Env) -> np.ndarray:
@@ -51,11 +68,12 @@ def collect_frames(
     """Run ``policy`` (uniform random actions by default) and store ``num_frames`` preprocessed frames.
 
     Each stored frame ``t`` is paired with the action taken from it and the reward that followed,
-    and with the RAM at frame ``t`` when ``"ram"`` is in ``extras``.
+    and with the RAM at frame ``t`` when ``"ram"`` is in ``extras`` and the env has RAM.
     """
     unknown = set(extras) - set(EXTRAS)
     if unknown:
         raise DatasetError(f"unknown extras {sorted(unknown)}: choose from {EXTRAS}")
+    extras = available_extras(env, extras)
     spec.check_space(env.observation_space)
     env.action_space.seed(seed)
     extra_specs = _extra_specs(env, extras)
@@ -65,7 +83,7 @@ def collect_frames(
         obs, _ = env.reset(seed=seed)
         episode = 0
         for _ in range(num_frames):
-            frame = spec(_batch_of_one(obs))
+            frame = spec(batch_of_one(obs))
             action = policy(obs) if policy is not None else env.action_space.sample()
             ram = get_ram(env) if "ram" in extras else None
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -91,27 +109,69 @@ def ensure_dataset(
     policy: Policy | None = None,
     shard_size: int = 50_000,
     progress: bool = True,
+    num_envs: int = 1,
 ) -> FrameDataset:
     """Reuse the dataset that ``key`` (env config, spec, size, seed) identifies, or collect it.
 
     ``key`` is hashed into the folder name, so changing any collection setting collects anew
-    rather than silently training on mismatching frames.
+    rather than silently training on mismatching frames. With ``num_envs > 1``, ``env_factory``
+    returns a vector env of that many games played at once (:func:`~vaerl.data.vector_collect.frame_vector_env`);
+    its frames differ from one env's, so ``num_envs`` joins the key.
     """
+    if num_envs > 1:
+        if policy is not None:
+            raise DatasetError("a policy plays one env: collect its frames with num_envs=1")
+        key = {**key, "num_envs": num_envs}
     path = Path(root) / dataset_name(key, spec, num_frames, seed, extras)
     if (path / META).exists():
-        dataset = FrameDataset(path)
-        if dataset.frame_shape != spec.frame_shape:
-            raise DatasetError(f"dataset {path} holds frames {dataset.frame_shape}, the encoder needs "
-                               f"{spec.frame_shape}: delete the folder or change the preprocessing")
-        log.info("reusing dataset %s (%d frames, %d episodes)", path, len(dataset), dataset.meta.num_episodes)
-        return dataset
-    log.info("collecting %d frames into %s", num_frames, path)
-    env = env_factory()
+        return _reuse(path, spec)
+    with collection_lock(path):  # the jobs of a sweep that want the same dataset: one collects, the rest reuse
+        if (path / META).exists():
+            return _reuse(path, spec)
+        log.info("collecting %d frames into %s", num_frames, path)
+        env = env_factory()
+        try:
+            if num_envs > 1:
+                return collect_vector_frames(env, spec, num_frames, path, seed=seed, extras=vector_extras(extras),
+                                             shard_size=shard_size, info={"key": key}, progress=progress)
+            return collect_frames(env, spec, num_frames, path, policy=policy, seed=seed, extras=extras,
+                                  shard_size=shard_size, info={"key": key}, progress=progress)
+        finally:
+            env.close()
+
+
+def _reuse(path: Path, spec: PreprocessSpec) -> FrameDataset:
+    dataset = FrameDataset(path)
+    if dataset.frame_shape != spec.frame_shape:
+        raise DatasetError(f"dataset {path} holds frames {dataset.frame_shape}, the encoder needs "
+                           f"{spec.frame_shape}: delete the folder or change the preprocessing")
+    log.info("reusing dataset %s (%d frames, %d episodes)", path, len(dataset), dataset.meta.num_episodes)
+    return dataset
+
+
+@contextlib.contextmanager
+def collection_lock(path: Path) -> Iterator[None]:
+    """Hold ``<path>.lock`` (an OS file lock, released if the holder dies) while ``path`` is collected.
+
+    Where the filesystem has no locks, collection goes ahead unlocked: publishing is an atomic rename
+    and a second copy of the same dataset is dropped, so the worst case is collecting twice.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.with_name(f"{path.name}.lock"))
     try:
-        return collect_frames(env, spec, num_frames, path, policy=policy, seed=seed, extras=extras,
-                              shard_size=shard_size, info={"key": key}, progress=progress)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another process is collecting %s; waiting for it to finish", path)
+            lock.acquire()
+    except (OSError, NotImplementedError) as exc:
+        log.warning("cannot lock %s (%s): collecting without a lock", path, exc)
+        yield
+        return
+    try:
+        yield
     finally:
-        env.close()
+        lock.release()
 
 
 def dataset_name(key: dict[str, Any], spec: PreprocessSpec, num_frames: int, seed: int, extras: Sequence[str]) -> str:
@@ -136,9 +196,3 @@ def _extra_specs(env: gym.Env, extras: Sequence[str]) -> dict[str, tuple[str, tu
 def get_ram_shape(env: gym.Env) -> tuple[int, ...]:
     env.reset()
     return tuple(get_ram(env).shape)
-
-
-def _batch_of_one(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {k: np.asarray(v)[None] for k, v in obs.items()}
-    return np.asarray(obs)[None]

@@ -7,14 +7,20 @@ Layout of a dataset directory::
     episodes_00000.npy     int64 (n,) episode id of each frame
     <extra>_00000.npy      optional per-frame arrays (ram, action, reward, ...)
 
-A writer fills a sibling ``.partial-*`` directory and renames it into place when done, so a
-crashed or interrupted collection is never mistaken for a dataset.
+A writer fills a sibling ``.partial-<host>-<pid>-*`` directory and renames it into place when done,
+so a crashed or interrupted collection is never mistaken for a dataset. The next writer of the same
+dataset removes such leftovers once no live process on this host is writing them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import mmap
+import os
 import shutil
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +29,11 @@ from typing import Any
 import numpy as np
 
 import vaerl
+from vaerl.data.episodes import split_train_val
 from vaerl.errors import DatasetError
 from vaerl.io import write_json
+
+log = logging.getLogger(__name__)
 
 FORMAT = "vaerl-frames"
 FORMAT_VERSION = 1
@@ -58,7 +67,9 @@ class FrameDatasetWriter:
         self.frame_shape = tuple(frame_shape)
         self.extras = {name: (np.dtype(dtype), tuple(shape)) for name, (dtype, shape) in (extras or {}).items()}
         self.shard_size, self.info = shard_size, dict(info or {})
-        self.tmp = self.path.with_name(f"{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
+        remove_stale_partials(self.path)
+        self.tmp = self.path.with_name(f"{self.path.name}.partial-{socket.gethostname()}-{os.getpid()}-"
+                                       f"{uuid.uuid4().hex[:8]}")
         self.tmp.mkdir(parents=True)
         self._buffers: dict[str, list[np.ndarray]] = {"frames": [], "episodes": [], **{k: [] for k in self.extras}}
         self._buffered = 0
@@ -96,10 +107,12 @@ class FrameDatasetWriter:
         }
         write_json(self.tmp / META, meta)
         try:
-            self.tmp.rename(self.path)
-        except OSError:
+            self.tmp.rename(self.path)  # atomic; fails when the target is a non-empty directory
+        except OSError as exc:
             if not (self.path / META).exists():
-                raise
+                shutil.rmtree(self.tmp)
+                raise DatasetError(f"cannot publish the dataset at {self.path}: the folder exists without "
+                                   f"{META} (an interrupted dataset?); delete it and collect again") from exc
             shutil.rmtree(self.tmp)  # another process published the same dataset first: keep theirs
         return self.path
 
@@ -121,6 +134,37 @@ class FrameDatasetWriter:
             self._buffers[name] = [data[count:]] if len(data) > count else []
         self._buffered -= count
         self._shard_sizes.append(count)
+
+
+def remove_stale_partials(path: Path, legacy_age_s: float = 86_400.0) -> list[Path]:
+    """Delete ``<path>.partial-*`` folders that no live writer owns; returns what was removed.
+
+    A folder names its writer's host and pid: it is stale when that pid is not running on this
+    host. Folders of other hosts are kept; folders without a pid (older vaerl) once untouched for
+    ``legacy_age_s``.
+    """
+    removed = []
+    for partial in path.parent.glob(f"{path.name}.partial-*"):
+        owner = partial.name[len(path.name) + len(".partial-"):].rsplit("-", 2)
+        if len(owner) == 3 and owner[1].isdigit():
+            stale = owner[0] == socket.gethostname() and not _pid_alive(int(owner[1]))
+        else:
+            stale = time.time() - partial.stat().st_mtime > legacy_age_s
+        if stale and partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+            log.info("removed %s, left by an interrupted collection", partial)
+            removed.append(partial)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class FrameDataset:
@@ -170,16 +214,8 @@ class FrameDataset:
         return np.concatenate(parts, axis=1)
 
     def split_by_episode(self, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of train and validation frames; whole episodes go to one side only."""
-        episode_ids = np.unique(self.episodes)
-        if len(episode_ids) < 2:
-            raise DatasetError(f"dataset {self.path} has {len(episode_ids)} episode(s): collect more frames to hold "
-                               "out whole episodes for validation")
-        rng = np.random.default_rng(seed)
-        n_val = min(len(episode_ids) - 1, max(1, round(val_fraction * len(episode_ids))))
-        val_episodes = rng.choice(episode_ids, size=n_val, replace=False)
-        is_val = np.isin(self.episodes, val_episodes)
-        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        """Indices of train and validation frames; whole episodes go to one side only (see :mod:`vaerl.data.episodes`)."""
+        return split_train_val(self.episodes, val_fraction, seed, where=f"dataset {self.path}")
 
     # ------------------------------------------------------------------ internals
     def _episode_start(self, indices: np.ndarray) -> np.ndarray:
@@ -213,7 +249,17 @@ class FrameDataset:
         if array.shape != (count, *shape) or array.dtype != np.dtype(dtype):
             raise DatasetError(f"dataset file {file} holds {array.dtype} {array.shape}, meta.json promises "
                                f"{np.dtype(dtype)} {(count, *shape)}: the dataset is corrupt; collect again")
+        _advise_random_access(array)
         return array
+
+
+def _advise_random_access(array: np.ndarray) -> None:
+    """Tell the kernel that reads are random. Otherwise each frame read from disk pulls in the readahead
+    window around it (read_ahead_kb, often megabytes): for a dataset larger than RAM that is megabytes of
+    disk traffic per 7 KB frame (BENCHMARKS.md, "Beyond one machine")."""
+    handle = getattr(array, "_mmap", None)  # np.memmap's mmap object; absent for empty arrays
+    if handle is not None and hasattr(mmap, "MADV_RANDOM"):
+        handle.madvise(mmap.MADV_RANDOM)
 
 
 def read_meta(path: Path) -> DatasetMeta:

@@ -6,16 +6,10 @@
 * :func:`fit_prior` – a PixelCNN prior over VQ-VAE code grids (:mod:`vaerl.models.pixelcnn`)
 """
 
+from vaerl.data.episodes import split_episodes
 from vaerl.evaluation.annotations import GameAnnotation, find_annotation, load_annotations
 from vaerl.evaluation.prior import PriorSettings, fit_prior, sample_frames
-from vaerl.evaluation.probes import (
-    ProbeReport,
-    ProbeSettings,
-    fit_linear_probes,
-    probe_encoder,
-    split_episodes,
-    weighted_f1,
-)
+from vaerl.evaluation.probes import ProbeReport, ProbeSettings, fit_linear_probes, probe_encoder, weighted_f1
 from vaerl.evaluation.report import ReportSettings, evaluate_encoder, summary
 from vaerl.evaluation.traversals import interpolate, latent_traversal
 from vaerl.evaluation.video import reconstruction_video, write_video

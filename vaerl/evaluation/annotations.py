@@ -20,6 +20,10 @@ from vaerl.errors import ConfigError
 
 RAM_SIZE = 128
 
+CATEGORIES = ("small_object_localization", "agent_localization", "other_localization", "score_clock_lives_display",
+              "misc")
+"""AtariARI's variable categories (Anand et al. 2019, Table 3; ``atariari/benchmark/categorization.py``)."""
+
 
 @dataclass(frozen=True)
 class GameAnnotation:
@@ -32,6 +36,8 @@ class GameAnnotation:
             becomes ``name_0``, ``name_1``, ... as in AtariARI.
         source: where the annotation comes from.
         reference: published probe results to print beside ours (method -> mean F1).
+        categories: category (one of :data:`CATEGORIES`) -> its variables, expanded like
+            ``variables``; a variable may be in several categories or in none.
     """
 
     name: str
@@ -39,6 +45,7 @@ class GameAnnotation:
     variables: dict[str, int]
     source: str = ""
     reference: dict[str, float] = field(default_factory=dict)
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def labels(self, ram: np.ndarray) -> np.ndarray:
         """RAM ``(N, 128)`` uint8 -> labels ``(N, num_variables)`` uint8, columns in ``variables`` order."""
@@ -99,14 +106,25 @@ def _game_key(name: str) -> str:
 
 def _parse_game(name: str, entry: dict[str, Any], where: str) -> GameAnnotation:
     variables: dict[str, int] = {}
+    expanded: dict[str, list[str]] = {}  # name in the file -> its variables
     for var, address in entry.get("variables", {}).items():
         addresses = address if isinstance(address, list) else [address]
-        for i, a in enumerate(addresses):
+        expanded[var] = [f"{var}_{i}" if isinstance(address, list) else var for i in range(len(addresses))]
+        for column, a in zip(expanded[var], addresses):
             if not isinstance(a, int) or not 0 <= a < RAM_SIZE:
                 raise ConfigError(f"{where}: {name}.{var} has RAM address {a!r}; addresses are integers in "
                                   f"[0, {RAM_SIZE})")
-            variables[f"{var}_{i}" if isinstance(address, list) else var] = a
+            variables[column] = a
     if not variables:
         raise ConfigError(f"{where}: game {name} has no variables")
+    categories: dict[str, tuple[str, ...]] = {}
+    for category, members in entry.get("categories", {}).items():
+        if category not in CATEGORIES:
+            raise ConfigError(f"{where}: {name} has unknown category {category!r}; categories are {list(CATEGORIES)}")
+        unknown = [m for m in members if m not in expanded]
+        if unknown:
+            raise ConfigError(f"{where}: {name}.categories.{category} names {unknown}, which are not among its "
+                              f"variables {list(expanded)}")
+        categories[category] = tuple(column for m in members for column in expanded[m])
     return GameAnnotation(name, tuple(entry.get("ids", ())), variables, entry.get("source", ""),
-                          {k: float(v) for k, v in entry.get("reference", {}).items()})
+                          {k: float(v) for k, v in entry.get("reference", {}).items()}, categories)

@@ -8,15 +8,17 @@ from vaerl.envs.make import EnvConfig
 from vaerl.evaluation.prior import PriorSettings
 from vaerl.evaluation.probes import BASELINES, ProbeSettings
 from vaerl.evaluation.report import ReportSettings
+from vaerl.paths import DATA_ROOT, RUNS_ROOT
 
 
 @dataclass
 class ProbeSetup:
-    """What every evaluation entry point shares: where runs and frames live, and how to probe."""
+    """What every evaluation entry point shares (``configs/base/evaluation.yaml``): where runs and frames live,
+    and how to probe."""
 
-    runs_root: str = "runs"
+    runs_root: str = RUNS_ROOT
     """Root of run folders (``${paths.runs}``); holds the default encoders ``pretrain/<env>/<kind>/seed<seed>``."""
-    data_root: str = "data"
+    data_root: str = DATA_ROOT
     """Root of frame datasets (``${paths.data}``); probe frames are collected there once and reused."""
     seed: int = 0
     """Seed of the episode split, probe initialisation and random-init baseline."""

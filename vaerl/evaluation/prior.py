@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
-from vaerl.data import FrameDataset
+from vaerl.data import EpisodeSplit, FrameDataset
 from vaerl.encoder import Encoder
 from vaerl.errors import CheckpointError
-from vaerl.evaluation.probes import EpisodeSplit, encode_dataset
-from vaerl.models import VQVAE
 from vaerl.models.pixelcnn import (
     PixelCNNConfig,
     PixelCNNPrior,
@@ -61,9 +60,9 @@ def training_settings(settings: PriorSettings) -> dict[str, Any]:
 
 
 def code_grids(encoder: Encoder, dataset: FrameDataset, indices: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """VQ-VAE code indices ``(N, h, w)`` (int64, CPU) of the frames ``indices``."""
-    height, width = encoder.model.grid_size  # type: ignore[attr-defined]
-    return encode_dataset(encoder, dataset, indices, "indices", batch_size).view(-1, height, width).long()
+    """Code indices ``(N, h, w)`` (int64, CPU) of the frames ``indices``."""
+    grid = encoder.model.latent_shape("indices")
+    return encoder.encode_dataset(dataset, indices, "indices", batch_size).view(-1, *grid).long()
 
 
 def unigram_bits(train_codes: torch.Tensor, test_codes: torch.Tensor, num_codes: int) -> float:
@@ -82,13 +81,17 @@ def fit_prior(
     path: str | Path | None = None,
     seed: int = 0,
 ) -> tuple[PixelCNNPrior, dict[str, Any]]:
-    """Train (or reload from ``path``) the prior of a VQ-VAE encoder; returns it and its metrics."""
+    """Train (or reload from ``path``) the prior over the code grids of an encoder with ``mode="indices"``
+    (a VQ-VAE); returns it and its metrics."""
     model = encoder.model
-    if not isinstance(model, VQVAE):
-        raise TypeError(f"a code prior needs a VQ-VAE encoder; this one is a {encoder.kind}")
-    fingerprint = codebook_fingerprint(model.quantizer.codebook)
-    config = PixelCNNConfig(model.config.num_codes, tuple(model.grid_size), settings.channels, settings.layers,
-                            settings.kernel_size)
+    code_space = model.latent_space("indices") if "indices" in model.latent_modes else None
+    if not isinstance(code_space, spaces.MultiDiscrete):
+        raise TypeError(f"a code prior needs an encoder with discrete codes (mode='indices', a VQ-VAE); this one is "
+                        f"a {encoder.kind}")
+    fingerprint = codebook_fingerprint(model.codebook)
+    grid = model.latent_shape("indices")
+    num_codes = int(code_space.nvec.max())
+    config = PixelCNNConfig(num_codes, grid, settings.channels, settings.layers, settings.kernel_size)
     codes = {part: code_grids(encoder, dataset, getattr(split, part)) for part in ("train", "val", "test")}
 
     prior, training = None, None
@@ -105,7 +108,7 @@ def fit_prior(
     if prior is None:
         torch.manual_seed(seed)
         prior = PixelCNNPrior(config).to(encoder.device)
-        log.info("training a PixelCNN prior on %d code grids of %s", len(codes["train"]), tuple(model.grid_size))
+        log.info("training a PixelCNN prior on %d code grids of %s", len(codes["train"]), grid)
         training = train_prior(prior, codes["train"], codes["val"], steps=settings.steps,
                                batch_size=settings.batch_size, lr=settings.lr, eval_every=settings.eval_every,
                                seed=seed)
@@ -134,7 +137,7 @@ def sample_frames(encoder: Encoder, prior: PixelCNNPrior, n: int, *, seed: int =
     """Decoder means of ``n`` code grids sampled from ``prior``."""
     generator = torch.Generator(device=encoder.device).manual_seed(seed)
     grids = prior.sample(n, generator=generator, temperature=temperature)
-    return encoder.model.decode_indices(grids)  # type: ignore[attr-defined]
+    return encoder.decode(grids.flatten(1), "indices")
 
 
 __all__ = ["PRIOR_FILE", "PriorSettings", "code_grids", "fit_prior", "sample_frames", "unigram_bits"]

@@ -5,7 +5,7 @@ encoder's features; its weighted F1 on held-out episodes says how linearly decod
 is from the latent. The protocol, as in AtariARI's ``get_episodes`` and ``ProbeTrainer``:
 
 * frames from a random agent, split by episode 70 / 10 / 20 into train / validation / test after
-  dropping episodes shorter than 64 frames;
+  dropping episodes shorter than 64 frames (:mod:`vaerl.data.episodes`);
 * variables whose label entropy is below 0.6 nats are dropped (nearly constant under random play);
 * test frames that also occur in train or validation are removed;
 * one linear classifier per variable, Adam, early stopping on validation accuracy;
@@ -13,6 +13,19 @@ is from the latent. The protocol, as in AtariARI's ``get_episodes`` and ``ProbeT
 
 Two baselines run beside the encoder: the same architecture at random initialisation, and a
 majority classifier (the most frequent training value).
+
+Scores are also averaged per AtariARI category (agent, small objects, other localisation,
+score/clock/lives/display, misc; :data:`~vaerl.evaluation.annotations.CATEGORIES`) and over the
+ball and player variables together (agent plus small-object localisation), the objects the game is about.
+
+A reward probe reads, with the same protocol, the clipped reward of the next step from the same
+features: the label of frame ``t`` is ``sign(reward[t])`` in {-1, 0, +1}, where ``reward[t]`` is the
+reward the env returned for the action taken at frame ``t`` (summed over the env's frame skip), as
+:func:`vaerl.data.collect_frames` stores it. It asks whether the latent shows a scoring event
+coming, which RL needs and which is cheap to measure. Rewards are rare under random play, so the
+probe weighs classes by inverse training frequency, stops on validation balanced accuracy, and
+reports balanced accuracy and the F1 of the nonzero classes beside weighted F1 (which a majority
+classifier makes look good).
 
 One simplification, stated here because it changes cost, not results: each classifier only has
 outputs for byte values seen in training. A 256-way softmax trained with cross-entropy never
@@ -22,8 +35,8 @@ same while the output layer is 3-10x smaller.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -33,11 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaerl.data import FrameDataset, iterate_in_order
+from vaerl.data import EpisodeSplit, FrameDataset, drop_duplicates, split_episodes
 from vaerl.encoder import Encoder
 from vaerl.errors import DatasetError
-from vaerl.evaluation.annotations import GameAnnotation
-from vaerl.models import build_model
+from vaerl.evaluation.annotations import CATEGORIES, GameAnnotation
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +57,11 @@ BASELINES = ("random_init", "majority")
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """F1 per class averaged with weights = true class counts (sklearn's ``average="weighted"``).
+def class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[int, tuple[float, int]]:
+    """``{value: (F1, true count)}`` for each value that occurs in ``y_true``.
 
     Per class ``F1 = 2 TP / (true count + predicted count)``. A value that is predicted but never
-    true has zero weight; its false positives still count, as false negatives of the true values.
+    true is not listed; its false positives still count, as false negatives of the true values.
     """
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     if y_true.shape != y_pred.shape or y_true.size == 0:
@@ -60,7 +72,19 @@ def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     pred_count = np.bincount(p, minlength=len(classes))
     tp = np.bincount(t[t == p], minlength=len(classes))
     f1 = 2.0 * tp / np.maximum(true_count + pred_count, 1)
-    return float((f1 * true_count).sum() / true_count.sum())
+    return {int(c): (float(f), int(n)) for c, f, n in zip(classes, f1, true_count) if n > 0}
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """F1 per class averaged with weights = true class counts (sklearn's ``average="weighted"``)."""
+    per_class = class_f1(y_true, y_pred).values()
+    return float(sum(f * n for f, n in per_class) / sum(n for _, n in per_class))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Recall averaged over the values that occur in ``y_true``: 1 / (number of values) for a constant guess."""
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    return float(np.mean([(y_pred[y_true == c] == c).mean() for c in np.unique(y_true)]))
 
 
 def label_entropy(labels: np.ndarray) -> float:
@@ -72,94 +96,21 @@ def label_entropy(labels: np.ndarray) -> float:
 
 def majority_predictions(train_labels: np.ndarray, n: int) -> np.ndarray:
     """``n`` copies of the most frequent value of each column of ``train_labels`` ``(N, V)``."""
-    modes = [np.bincount(column.astype(np.int64)).argmax() for column in np.asarray(train_labels).T]
+    modes = []
+    for column in np.asarray(train_labels, dtype=np.int64).T:
+        values, counts = np.unique(column, return_counts=True)
+        modes.append(values[counts.argmax()])
     return np.tile(np.asarray(modes, dtype=np.int64), (n, 1))
 
 
-# ---------------------------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class EpisodeSplit:
-    """Frame indices of the train / validation / test episodes."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    short_episodes: int = 0
-    """Episodes dropped for being shorter than ``min_length``."""
-
-
-def split_episodes(
-    episodes: np.ndarray,
-    *,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    min_length: int = 64,
-    seed: int = 0,
-) -> EpisodeSplit:
-    """Shuffle whole episodes and cut them into train / val / test (AtariARI: 0.7 / 0.1 / 0.2)."""
-    episodes = np.asarray(episodes)
-    ids, lengths = np.unique(episodes, return_counts=True)
-    kept = ids[lengths >= min_length]
-    if len(kept) < 3:
-        raise DatasetError(f"only {len(kept)} of {len(ids)} episodes have at least {min_length} frames; the probe "
-                           "needs 3 or more to hold out validation and test episodes: collect more frames "
-                           "(probe.frames=...) or lower probe.min_episode_length")
-    order = np.random.default_rng(seed).permutation(kept)
-    n_val = max(1, round(val_fraction * len(order)))
-    n_test = max(1, round(test_fraction * len(order)))
-    n_train = len(order) - n_val - n_test
-    if n_train < 1:
-        raise DatasetError(f"{len(order)} episodes are too few for val_fraction={val_fraction} and "
-                           f"test_fraction={test_fraction}; collect more frames")
-    parts = order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
-    train, val, test = (np.flatnonzero(np.isin(episodes, part)) for part in parts)
-    return EpisodeSplit(train, val, test, int((lengths < min_length).sum()))
-
-
-def frame_hashes(dataset: FrameDataset, indices: np.ndarray, frame_stack: int = 1, batch_size: int = 1024) -> list[bytes]:
-    """A 16-byte digest of each (stacked) frame, to find exact duplicates."""
-    digests = []
-    for start in range(0, len(indices), batch_size):
-        frames = dataset.stacked_frames(indices[start:start + batch_size], frame_stack)
-        digests += [hashlib.blake2b(frame.tobytes(), digest_size=16).digest() for frame in frames]
-    return digests
-
-
-def drop_duplicates(dataset: FrameDataset, split: EpisodeSplit, frame_stack: int = 1) -> tuple[EpisodeSplit, int]:
-    """Remove test frames identical to a train or validation frame (AtariARI's ``remove_duplicates``)."""
-    seen = set(frame_hashes(dataset, np.concatenate([split.train, split.val]), frame_stack))
-    test_hashes = frame_hashes(dataset, split.test, frame_stack)
-    keep = np.array([h not in seen for h in test_hashes], dtype=bool)
-    return dataclasses.replace(split, test=split.test[keep]), int((~keep).sum())
-
-
-@torch.no_grad()
-def encode_dataset(encoder: Encoder, dataset: FrameDataset, indices: np.ndarray, mode: str = "mean",
-                   batch_size: int = 256) -> torch.Tensor:
-    """Encoder outputs for frames ``indices`` of ``dataset`` (stacked as the encoder expects), on the CPU."""
-    out = [encoder.encode_frames(batch, mode).cpu()
-           for batch in iterate_in_order(dataset, np.asarray(indices), batch_size, encoder.spec.frame_stack)]
-    if not out:
-        return torch.empty(0, encoder.latent_dim(mode))
-    features = torch.cat(out)
-    return features if mode == "indices" else features.float()
-
-
+# ---------------------------------------------------------------------------------------------- features
 def random_init_encoder(encoder: Encoder, seed: int = 0) -> Encoder:
     """The same architecture and preprocessing as ``encoder``, with freshly initialised weights."""
     devices = [encoder.device] if encoder.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        model = build_model(encoder.kind, **encoder.info.model_config)
+        model = type(encoder.model)(copy.deepcopy(encoder.model.config))
     return Encoder(model, encoder.spec, encoder.info, encoder.device)
-
-
-def latent_description(encoder: Encoder) -> str:
-    """``32-d`` for a VAE, ``10x10x8 grid`` for a VQ-VAE (positions x code-vector size)."""
-    if encoder.kind == "vqvae":
-        height, width = encoder.model.grid_size  # type: ignore[attr-defined]
-        return f"{height}x{width}x{encoder.model.config.embedding_dim} grid"
-    return f"{encoder.latent_dim('mean')}-d"
 
 
 # ---------------------------------------------------------------------------------------------- probes
@@ -169,15 +120,19 @@ class LinearProbes(nn.Module):
     ``classes[v]`` are the byte values classifier ``v`` can predict (those seen in training); the
     output columns hold the classifiers one after the other. Inputs are standardised with the
     training mean and std first: the same hypothesis class, and Adam needs no per-encoder learning rate.
+    ``class_weight`` (one per output column) weighs each target's cross-entropy, as ``weight`` in
+    ``F.cross_entropy``; ``None`` weighs all alike.
     """
 
-    def __init__(self, in_dim: int, classes: list[np.ndarray], mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, in_dim: int, classes: list[np.ndarray], mean: torch.Tensor, std: torch.Tensor,
+                 class_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         sizes = [len(c) for c in classes]
         self.linear = nn.Linear(in_dim, sum(sizes))
         self.sizes = sizes
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", std.float())
+        self.register_buffer("class_weight", torch.ones(sum(sizes)) if class_weight is None else class_weight.float())
         self.register_buffer("values", torch.as_tensor(np.concatenate(classes), dtype=torch.long))
         self.register_buffer("offsets", torch.as_tensor(np.cumsum([0, *sizes[:-1]]), dtype=torch.long))
         self.register_buffer("variable", torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)))
@@ -191,7 +146,8 @@ class LinearProbes(nn.Module):
         return logits.split(self.sizes, dim=1)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Sum over variables of the mean cross-entropy; ``targets`` are class positions ``(N, V)``, all >= 0.
+        """Sum over variables of the (class-weighted) mean cross-entropy; ``targets`` are class positions
+        ``(N, V)``, all >= 0.
 
         Computed for all variables at once (a segmented log-sum-exp) instead of one
         ``cross_entropy`` call per variable: Breakout has 36 of them.
@@ -202,8 +158,10 @@ class LinearProbes(nn.Module):
         peak = logits.new_full((n, num_vars), -torch.inf).scatter_reduce(1, column_var, logits.detach(), "amax")
         shifted = (logits - peak.gather(1, column_var)).exp()
         lse = logits.new_zeros(n, num_vars).scatter_add(1, column_var, shifted).log() + peak
-        picked = logits.gather(1, targets + self.offsets)
-        return (lse - picked).mean(0).sum()
+        columns = targets + self.offsets
+        picked = logits.gather(1, columns)
+        weight = self.class_weight[columns]
+        return ((lse - picked) * weight).sum(0).div(weight.sum(0)).sum()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
@@ -247,11 +205,15 @@ def fit_linear_probes(
     weight_decay: float = 0.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    balanced: bool = False,
 ) -> ProbeFit:
     """Fit one linear classifier per column of ``train_y`` ``(N, V)`` on features ``train_x`` ``(N, D)``.
 
     Each classifier keeps the weights of its best validation-accuracy epoch and stops improving
-    after ``patience`` epochs without progress; training ends when all have stopped.
+    after ``patience`` epochs without progress; training ends when all have stopped. With
+    ``balanced``, for rare labels such as rewards, each class's loss is weighted by the inverse of
+    its training frequency (sklearn's ``class_weight="balanced"``) and epochs are chosen by
+    validation balanced accuracy.
     """
     device = torch.device(device)
     train_y, val_y = np.asarray(train_y, np.int64), np.asarray(val_y, np.int64)
@@ -262,8 +224,13 @@ def fit_linear_probes(
     x = train_x.float().to(device)
     mean, std = x.mean(0), x.std(0)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant features stay constant (zero)
-    probes = LinearProbes(x.shape[1], classes, mean, std).to(device)
-    y = compact_labels(train_y, classes).to(device)
+    y = compact_labels(train_y, classes)
+    class_weight = None
+    if balanced:
+        counts = [torch.bincount(y[:, v], minlength=len(c)).float() for v, c in enumerate(classes)]
+        class_weight = torch.cat([len(y) / (len(n) * n) for n in counts])
+    probes = LinearProbes(x.shape[1], classes, mean, std, class_weight).to(device)
+    y = y.to(device)
     vx, vy = val_x.float().to(device), compact_labels(val_y, classes).to(device)
 
     optimizer = torch.optim.Adam(probes.parameters(), lr=lr, weight_decay=weight_decay)
@@ -287,7 +254,9 @@ def fit_linear_probes(
         probes.eval()
         with torch.no_grad():
             for v, lg in enumerate(probes.split(probes(vx))):
-                acc = float((lg.argmax(1) == vy[:, v]).float().mean())
+                hit = (lg.argmax(1) == vy[:, v]).float()
+                acc = (float(torch.stack([hit[vy[:, v] == c].mean() for c in vy[:, v].unique()]).mean())
+                       if balanced else float(hit.mean()))
                 if acc > best_acc[v]:
                     best_acc[v], best_epoch[v], waited[v] = acc, epoch, 0
                     best_weight[bounds[v]:bounds[v + 1]] = probes.linear.weight[bounds[v]:bounds[v + 1]]
@@ -311,13 +280,32 @@ def score_predictions(names: list[str], y_true: np.ndarray, y_pred: np.ndarray) 
             for v, name in enumerate(names)}
 
 
+# ---------------------------------------------------------------------------------------------- reward
+REWARD_EXTRA = "reward"
+"""The dataset extra holding ``reward[t]``, the reward returned for the action taken at frame ``t``."""
+
+
+def reward_labels(rewards: np.ndarray) -> np.ndarray:
+    """Clipped reward of the next step, ``sign(reward[t])`` in {-1, 0, +1} (DQN's reward clipping)."""
+    return np.sign(np.asarray(rewards, dtype=np.float64)).astype(np.int64)
+
+
+def score_reward(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+    """Reward-probe scores: weighted F1, accuracy, balanced accuracy, and the mean F1 of the nonzero
+    rewards that occur in ``y_true`` (``None`` when none does), which a majority guess of 0 scores 0."""
+    nonzero = [f for c, (f, _) in class_f1(y_true, y_pred).items() if c != 0]
+    return {"f1": weighted_f1(y_true, y_pred), "accuracy": float((np.asarray(y_true) == np.asarray(y_pred)).mean()),
+            "balanced_accuracy": balanced_accuracy(y_true, y_pred),
+            "nonzero_f1": float(np.mean(nonzero)) if nonzero else None}
+
+
 # ---------------------------------------------------------------------------------------------- the protocol
 @dataclass
 class ProbeSettings:
     """How probe frames are collected and probes trained (defaults: AtariARI, except where noted)."""
 
     frames: int = 30_000
-    """Random-agent frames to collect (AtariARI: 50k); reused when a matching dataset exists."""
+    """Random-agent frames (with RAM and rewards) to collect (AtariARI: 50k); reused when a matching dataset exists."""
     data_seed: int = 10_000
     """Seed of the probe data collection; differs from pretraining seeds so probe frames are new frames."""
     val_fraction: float = 0.1
@@ -360,6 +348,10 @@ class ProbeReport:
     sizes: dict[str, int] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    """AtariARI category -> its probed variables (those kept after the entropy filter)."""
+    reward: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """method -> reward-probe scores (:func:`score_reward`); empty when the frames hold no rewards."""
 
     @property
     def methods(self) -> list[str]:
@@ -369,9 +361,22 @@ class ProbeReport:
         values = [self.scores[method][v]["f1"] for v in self.variables]
         return float(np.mean(values)) if values else math.nan
 
+    def groups(self) -> dict[str, list[str]]:
+        """``ball_and_player`` (agent and small-object localisation together), then each category, with
+        their probed variables; groups without any are left out."""
+        objects = [v for v in self.variables if any(v in self.categories.get(c, ()) for c in OBJECT_CATEGORIES)]
+        groups = {BALL_AND_PLAYER: objects, **{c: list(self.categories.get(c, ())) for c in CATEGORIES}}
+        return {name: members for name, members in groups.items() if members}
+
+    def group_f1(self, method: str = "encoder") -> dict[str, float]:
+        """Mean weighted F1 of ``method`` over the variables of each of :meth:`groups`."""
+        return {name: float(np.mean([self.scores[method][v]["f1"] for v in members]))
+                for name, members in self.groups().items()}
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["mean_f1"] = {method: self.mean_f1(method) for method in self.methods}
+        data["group_f1"] = {method: self.group_f1(method) for method in self.methods}
         return data
 
     @classmethod
@@ -380,13 +385,30 @@ class ProbeReport:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def table(self) -> str:
-        """A markdown table: weighted F1 per variable and method, the mean, and the published reference."""
-        header = "| variable | " + " | ".join(_METHOD_TITLES.get(m, m) for m in self.methods) + " |"
+        """A markdown table: weighted F1 per variable and method, the mean, the mean per category, the
+        reward probe, and the published reference."""
+        header = "| variable | " + " | ".join(METHOD_TITLES.get(m, m) for m in self.methods) + " |"
         lines = [header, "|---" * (len(self.methods) + 1) + "|"]
         for var in self.variables:
             lines.append(f"| {var} | " + " | ".join(f"{self.scores[m][var]['f1']:.2f}" for m in self.methods) + " |")
         lines.append("| **mean F1** | " + " | ".join(f"**{self.mean_f1(m):.2f}**" for m in self.methods) + " |")
+        group_f1 = {m: self.group_f1(m) for m in self.methods}
+        for name, members in self.groups().items():
+            lines.append(f"| mean F1, {GROUP_TITLES[name]} ({len(members)}) | "
+                         + " | ".join(f"{group_f1[m][name]:.2f}" for m in self.methods) + " |")
+        if self.reward:
+            for metric, title in REWARD_TITLES.items():
+                lines.append(f"| {title} | " + " | ".join(format_score(self.reward.get(m, {}).get(metric))
+                                                        for m in self.methods) + " |")
         notes = []
+        if self.categories:
+            notes.append("categories (AtariARI): " + "; ".join(
+                f"{GROUP_TITLES[name]} = {compact_names(members)}" for name, members in self.groups().items()))
+        reward_info = self.info.get("reward", {})
+        if self.reward:
+            notes.append(f"reward: {REWARD_LABEL}; test frames per label {reward_info.get('test_counts')}")
+        elif reward_info.get("skipped"):
+            notes.append(f"reward probe skipped: {reward_info['skipped']}")
         if self.sizes:
             notes.append("frames: train {train}, val {val}, test {test} ({duplicates} duplicates of train/val "
                          "frames removed), {episodes} episodes".format(**{"duplicates": 0, **self.sizes}))
@@ -415,7 +437,20 @@ def compact_names(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-_METHOD_TITLES = {"encoder": "encoder", "random_init": "random init", "majority": "majority"}
+def format_score(value: float | None) -> str:
+    """``0.87``, or ``–`` for a score that does not exist (no nonzero reward among the test frames)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+METHOD_TITLES = {"encoder": "encoder", "random_init": "random init", "majority": "majority"}
+BALL_AND_PLAYER = "ball_and_player"
+OBJECT_CATEGORIES = ("agent_localization", "small_object_localization")
+"""The categories that make up ``ball_and_player``: the player and the small objects (ball, missiles)."""
+GROUP_TITLES = {BALL_AND_PLAYER: "ball & player", "small_object_localization": "small objects",
+                "agent_localization": "agent", "other_localization": "other loc.",
+                "score_clock_lives_display": "score/clock/lives", "misc": "misc"}
+REWARD_TITLES = {"f1": "reward F1", "balanced_accuracy": "reward bal. acc.", "nonzero_f1": "reward ±1 F1"}
+REWARD_LABEL = "sign of the reward returned for the action taken at the frame"
 
 
 def probe_encoder(
@@ -427,7 +462,10 @@ def probe_encoder(
     baselines: tuple[str, ...] | list[str] = BASELINES,
     seed: int = 0,
 ) -> ProbeReport:
-    """Run the probe protocol for ``encoder`` (and ``baselines``) on a dataset collected with RAM."""
+    """Run the probe protocol for ``encoder`` (and ``baselines``) on a dataset collected with RAM.
+
+    When the dataset also holds rewards, the reward probe runs on the same split and features.
+    """
     settings = settings or ProbeSettings()
     unknown = set(baselines) - set(BASELINES)
     if unknown:
@@ -452,34 +490,70 @@ def probe_encoder(
         raise DatasetError("every test frame also occurs in the training episodes; collect more frames")
     labels = labels_all[:, keep].astype(np.int64)
     y_train, y_val, y_test = labels[split.train], labels[split.val], labels[split.test]
+    rewards, reward_info = _reward_split(dataset, split)
 
     scores: dict[str, dict[str, dict[str, float]]] = {}
+    reward: dict[str, dict[str, float | None]] = {}
     epochs: dict[str, list[int]] = {}
     encoders = {"encoder": encoder}
     if "random_init" in baselines:
         encoders["random_init"] = random_init_encoder(encoder, seed)
     for method, enc in encoders.items():
         log.info("probing %s features of %s on %d variables", method, annotation.name, len(names))
-        feats = {part: encode_dataset(enc, dataset, getattr(split, part), settings.mode, settings.encode_batch_size)
+        feats = {part: enc.encode_dataset(dataset, getattr(split, part), settings.mode, settings.encode_batch_size)
                  for part in ("train", "val", "test")}
-        fit = fit_linear_probes(feats["train"], y_train, feats["val"], y_val, lr=settings.lr,
-                                batch_size=settings.batch_size, max_epochs=settings.max_epochs,
-                                patience=settings.patience, weight_decay=settings.weight_decay, seed=seed,
-                                device=enc.device)
+        fit_options = {"lr": settings.lr, "batch_size": settings.batch_size, "max_epochs": settings.max_epochs,
+                       "patience": settings.patience, "weight_decay": settings.weight_decay, "seed": seed,
+                       "device": enc.device}
+        fit = fit_linear_probes(feats["train"], y_train, feats["val"], y_val, **fit_options)
         scores[method] = score_predictions(names, y_test, fit.probes.predict(feats["test"]))
         epochs[method] = fit.epochs
+        if rewards is not None:
+            reward_fit = fit_linear_probes(feats["train"], rewards.train[:, None], feats["val"], rewards.val[:, None],
+                                           balanced=True, **fit_options)
+            reward[method] = score_reward(rewards.test, reward_fit.probes.predict(feats["test"])[:, 0])
     if "majority" in baselines:
         scores["majority"] = score_predictions(names, y_test, majority_predictions(y_train, len(y_test)))
+        if rewards is not None:
+            reward["majority"] = score_reward(rewards.test, majority_predictions(rewards.train[:, None],
+                                                                                 len(rewards.test))[:, 0])
 
     sizes = {"train": len(split.train), "val": len(split.val), "test": len(split.test), "duplicates": duplicates,
              "episodes": len(np.unique(dataset.episodes[used])), "short_episodes": split.short_episodes}
     info = {"entropy_threshold": settings.entropy_threshold, "mode": settings.mode, "kind": encoder.kind,
-            "latent_dim": encoder.latent_dim(settings.mode), "latent": latent_description(encoder),
+            "latent_dim": encoder.latent_dim(settings.mode), "latent": encoder.describe_latent(),
             "epochs": epochs, "dataset": str(dataset.path),
-            "input_shape": list(encoder.spec.input_shape), "settings": dataclasses.asdict(settings)}
-    return ProbeReport(annotation.name, names, scores, dropped, sizes, dict(annotation.reference), info)
+            "input_shape": list(encoder.spec.input_shape), "settings": dataclasses.asdict(settings),
+            "reward": reward_info}
+    categories = {c: [v for v in members if v in names] for c, members in annotation.categories.items()}
+    return ProbeReport(annotation.name, names, scores, dropped, sizes, dict(annotation.reference), info,
+                       {c: members for c, members in categories.items() if members}, reward)
 
 
-__all__ = ["BASELINES", "EpisodeSplit", "LinearProbes", "ProbeFit", "ProbeReport", "ProbeSettings",
-           "drop_duplicates", "encode_dataset", "fit_linear_probes", "label_entropy", "majority_predictions",
-           "probe_encoder", "random_init_encoder", "score_predictions", "split_episodes", "weighted_f1"]
+@dataclass(frozen=True)
+class RewardLabels:
+    """Clipped next-step rewards of the train / validation / test frames of a split."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def _reward_split(dataset: FrameDataset, split: EpisodeSplit) -> tuple[RewardLabels | None, dict[str, Any]]:
+    """The reward labels of ``split`` and what the report says about them, or ``None`` and why not."""
+    if REWARD_EXTRA not in dataset.extra_names:
+        return None, {"skipped": "the frames were collected without rewards (extras: [ram, reward])"}
+    labels = reward_labels(dataset.extra(REWARD_EXTRA))
+    rewards = RewardLabels(labels[split.train], labels[split.val], labels[split.test])
+    info: dict[str, Any] = {"label": REWARD_LABEL, **{
+        f"{part}_counts": {str(v): int(n) for v, n in zip(*np.unique(getattr(rewards, part), return_counts=True))}
+        for part in ("train", "test")}}
+    if len(np.unique(rewards.train)) < 2:
+        return None, {**info, "skipped": "every training frame has the same clipped reward; collect more frames"}
+    return rewards, info
+
+
+__all__ = ["BASELINES", "LinearProbes", "ProbeFit", "ProbeReport", "ProbeSettings", "RewardLabels",
+           "balanced_accuracy", "class_f1", "fit_linear_probes", "label_entropy", "majority_predictions",
+           "probe_encoder", "random_init_encoder", "reward_labels", "score_predictions", "score_reward",
+           "weighted_f1"]

@@ -24,17 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaerl.data import FrameDataset, iterate_in_order
+from vaerl.data import EpisodeSplit, FrameDataset, iterate_in_order, split_episodes
 from vaerl.encoder import Encoder
 from vaerl.evaluation.annotations import GameAnnotation
+from vaerl.evaluation.metrics import heldout_metrics
 from vaerl.evaluation.prior import PriorSettings, fit_prior, sample_frames
-from vaerl.evaluation.probes import BASELINES, EpisodeSplit, ProbeSettings, probe_encoder, split_episodes
-from vaerl.evaluation.traversals import interpolate, kl_per_dimension, latent_traversal
+from vaerl.evaluation.probes import BASELINES, ProbeSettings, probe_encoder
+from vaerl.evaluation.traversals import interpolate, latent_traversal
 from vaerl.evaluation.video import reconstruction_video
 from vaerl.io import atomic_write, write_json
-from vaerl.models import VAE
+from vaerl.models import FrameModel
 from vaerl.models.blocks import to_unit
-from vaerl.viz import save_frame_grid
+from vaerl.viz import save_frame_grid, save_reconstructions, save_samples
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +102,15 @@ def evaluate_encoder(
     picks = _spread(split.test, report.reconstructions)
     frames = torch.from_numpy(dataset.stacked_frames(picks, spec.frame_stack))
     x = to_unit(frames.to(encoder.device))
-    with torch.no_grad():
-        save_frame_grid(out / "reconstructions.png", [frames, model.reconstruct(x)], per_frame, report.scale)
+    save_reconstructions(out / "reconstructions.png", model, frames, per_frame, report.scale)
 
-    # samples: VAE from N(0, I); VQ-VAE from a PixelCNN prior over code grids
-    if isinstance(model, VAE):
-        generator = torch.Generator(device=encoder.device).manual_seed(seed)
-        samples = model.sample(report.samples, generator=generator)
+    # samples: from the model's own prior (VAE: N(0, I)), else from a PixelCNN prior over its code grids
+    if model.can_sample_prior:
+        samples = model.sample_prior(report.samples, generator=torch.Generator(device=encoder.device).manual_seed(seed))
     else:
         code_prior, metrics["prior"] = fit_prior(encoder, dataset, split, prior, path=prior_path, seed=seed)
         samples = sample_frames(encoder, code_prior, report.samples, seed=seed, temperature=prior.temperature)
-    half = (len(samples) + 1) // 2
-    save_frame_grid(out / "samples.png", [samples[:half], samples[half:]], per_frame, report.scale)
+    save_samples(out / "samples.png", samples, per_frame, report.scale)
 
     # traversals around one held-out frame, interpolations between pairs of them
     metrics["traversal"] = save_traversals(out / "traversals.png", model, x, report, per_frame)
@@ -148,36 +146,21 @@ def evaluate_encoder(
     return metrics
 
 
-@torch.no_grad()
 def reconstruction_metrics(encoder: Encoder, dataset: FrameDataset, indices: np.ndarray,
                            batch_size: int = 256) -> dict[str, float]:
     """Pixel MSE of decoder means, plus the model's own (unweighted) loss metrics, averaged over frames."""
-    model = encoder.model
-    sums: dict[str, float] = {}
-    total = 0
-    for batch in iterate_in_order(dataset, indices, batch_size, encoder.spec.frame_stack):
-        x = to_unit(batch.to(encoder.device))
-        out = model.training_loss(x)
-        values = {"mse": float((model.reconstruct(x) - x).pow(2).mean()), "loss": float(out.loss),
-                  **{k: float(v) for k, v in out.metrics.items()}}
-        for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + value * len(x)
-        total += len(x)
-    return {key: value / max(total, 1) for key, value in sums.items()} | {"frames": total}
+    batches = (to_unit(batch.to(encoder.device))
+               for batch in iterate_in_order(dataset, indices, batch_size, encoder.spec.frame_stack))
+    return heldout_metrics(encoder.model, batches) | {"frames": len(indices)}
 
 
-def save_traversals(path: Path, model: Any, x: torch.Tensor, report: ReportSettings, per_frame: int) -> dict[str, Any]:
-    """Write ``traversals.png`` around the first frame of ``x``; returns which dimensions are shown."""
-    info: dict[str, Any] = {"span": report.traversal_span, "steps": report.traversal_steps}
-    if isinstance(model, VAE):
-        kl = kl_per_dimension(model, x)
-        dims = torch.argsort(kl, descending=True)[: report.traversal_rows].tolist()
-        info.update(rows="latent dimensions by KL", dims=dims, kl=[float(kl[d]) for d in dims],
-                    active_dims=int((kl > 0.01).sum()))
-    else:
-        dims = list(range(min(report.traversal_rows, model.config.embedding_dim)))
-        info.update(rows="code-vector channels", dims=dims)
-    grid = latent_traversal(model, x[:1], steps=report.traversal_steps, span=report.traversal_span, dims=dims)
+def save_traversals(path: Path, model: FrameModel, x: torch.Tensor, report: ReportSettings,
+                    per_frame: int) -> dict[str, Any]:
+    """Write ``traversals.png`` around the first frame of ``x``; returns which latent axes are shown."""
+    axes = model.latent_axes(x, report.traversal_rows)
+    info: dict[str, Any] = {"span": report.traversal_span, "steps": report.traversal_steps,
+                            "rows": axes.description, "dims": axes.dims, **axes.details}
+    grid = latent_traversal(model, x[:1], steps=report.traversal_steps, span=report.traversal_span, dims=axes.dims)
     save_frame_grid(path, list(grid), per_frame, report.scale)
     return info
 

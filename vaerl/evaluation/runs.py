@@ -13,18 +13,31 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
+from vaerl.checkpoint import checkpoint_file
 from vaerl.config import from_dict
 from vaerl.data import FrameDataset, ensure_dataset
-from vaerl.encoder import Encoder, load_encoder
+from vaerl.encoder import Encoder, check_encoder_env, load_encoder
 from vaerl.envs import EnvConfig, make_env
 from vaerl.errors import ConfigError
 from vaerl.evaluation.annotations import GameAnnotation, find_annotation, load_annotations
 from vaerl.evaluation.config import BenchProbeConfig, EvaluateRunConfig, ProbeRunConfig
 from vaerl.evaluation.prior import PRIOR_FILE
-from vaerl.evaluation.probes import ProbeReport, ProbeSettings, compact_names, probe_encoder
+from vaerl.evaluation.probes import (
+    BALL_AND_PLAYER,
+    GROUP_TITLES,
+    METHOD_TITLES,
+    REWARD_EXTRA,
+    REWARD_LABEL,
+    REWARD_TITLES,
+    ProbeReport,
+    ProbeSettings,
+    compact_names,
+    format_score,
+    probe_encoder,
+)
 from vaerl.evaluation.report import evaluate_encoder, summary
 from vaerl.io import atomic_write, write_json
+from vaerl.paths import pretrained_encoder_path as default_encoder_path
 from vaerl.runtime import configure_threads, seed_everything
 
 log = logging.getLogger(__name__)
@@ -32,11 +45,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- shared steps
-def default_encoder_path(runs: str | Path, env_name: str, kind: str, seed: int) -> Path:
-    """Where ``scripts/pretrain_vae.py`` puts the encoder of ``env=<env_name> model=<kind> seed=<seed>``."""
-    return Path(runs) / "pretrain" / env_name / kind / f"seed{seed}" / CHECKPOINT_FILE
-
-
 def resolve_encoder(encoder: str | None, env: EnvConfig | None, kind: str, runs: str, seed: int,
                     device: str) -> tuple[Encoder, Path]:
     """Load the encoder named in the config (or the default one of ``env``), checking it fits ``env``."""
@@ -49,9 +57,11 @@ def resolve_encoder(encoder: str | None, env: EnvConfig | None, kind: str, runs:
         path = Path(encoder)
     path = checkpoint_file(path)
     loaded = load_encoder(path, device)
-    if env is not None and encoder is not None and loaded.info.env_id != env.id:
-        raise ConfigError(f"{path} was trained on {loaded.info.env_id!r} but env={env.name} ({env.id}) was given: "
-                          "drop env=... (the checkpoint knows its env) or pass that env's encoder")
+    if env is not None and encoder is not None:
+        # evaluation runs on the checkpoint's own env settings: env=... only has to name the same game
+        check_encoder_env(loaded.info, env, settings=("id",), error=ConfigError, where=str(path),
+                          target=f"env={env.name}",
+                          fix="Drop env=... (the checkpoint knows its env) or pass that env's encoder")
     return loaded, path
 
 
@@ -62,11 +72,16 @@ def encoder_env(encoder: Encoder) -> EnvConfig:
 
 def evaluation_dataset(encoder: Encoder, root: str | Path, settings: ProbeSettings, *, ram: bool,
                        progress: bool = True) -> FrameDataset:
-    """Random-agent frames of the encoder's env with its preprocessing (with RAM when ``ram``), reused if present."""
+    """Random-agent frames of the encoder's env with its preprocessing, reused if present.
+
+    With ``ram`` the frames carry RAM for the probes and rewards for the reward probe. Datasets
+    collected before rewards were stored (RAM only) have another key and are not reused.
+    """
     env = encoder_env(encoder)
     key = {**env.to_dict(), "purpose": "evaluation"}
     return ensure_dataset(root, lambda: make_env(env, seed=settings.data_seed), encoder.spec, settings.frames,
-                          key=key, seed=settings.data_seed, extras=["ram"] if ram else [], progress=progress)
+                          key=key, seed=settings.data_seed, extras=["ram", REWARD_EXTRA] if ram else [],
+                          progress=progress)
 
 
 def game_annotation(encoder: Encoder, annotations: str | None) -> GameAnnotation | None:
@@ -161,7 +176,8 @@ def _cached_report(cached: Path, checkpoint: Path, cfg: BenchProbeConfig) -> Pro
         return None
     same = (report.info.get("encoder_sha1") == file_digest(checkpoint)
             and report.info.get("settings") == dataclasses.asdict(cfg.probe)
-            and report.info.get("seed") == cfg.seed and set(cfg.baselines) <= set(report.scores))
+            and report.info.get("seed") == cfg.seed and set(cfg.baselines) <= set(report.scores)
+            and "reward" in report.info)  # reports from before the reward probe are probed again
     return report if same else None
 
 
@@ -169,7 +185,8 @@ _KIND_TITLES = {"vae": "VAE", "vqvae": "VQ-VAE"}
 
 
 def comparison_table(reports: dict[tuple[str, str], ProbeReport]) -> str:
-    """Markdown: mean F1 per game and encoder beside the published numbers, then per-variable tables."""
+    """Markdown: mean F1 per game and encoder beside the published numbers, the per-category and
+    reward-probe scores of each encoder and baseline, then per-variable tables."""
     references = sorted({k for r in reports.values() for k in r.reference}, key=_reference_order)
     lines = ["| game | encoder | input | latent | mean F1 | random init | majority | " + " | ".join(references) + " |",
              "|---" * (7 + len(references)) + "|"]
@@ -180,6 +197,7 @@ def comparison_table(reports: dict[tuple[str, str], ProbeReport]) -> str:
         cells += [f"{r.mean_f1(m):.2f}" if m in r.scores else "–" for m in ("random_init", "majority")]
         cells += [f"{r.reference[k]:.2f}" if k in r.reference else "–" for k in references]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *group_table(reports)]
     for game in dict.fromkeys(r.game for r in reports.values()):
         runs = {kind: r for (_, kind), r in reports.items() if r.game == game}
         variables = list(dict.fromkeys(v for r in runs.values() for v in r.variables))
@@ -203,6 +221,34 @@ def comparison_table(reports: dict[tuple[str, str], ProbeReport]) -> str:
                      f"({sizes.get('episodes')} episodes; {sizes.get('duplicates', 0)} test frames identical to "
                      "training frames removed)")
     return "\n".join(lines)
+
+
+def group_table(reports: dict[tuple[str, str], ProbeReport]) -> list[str]:
+    """Lines of a markdown table: one row per game, encoder and method (the majority baseline once per
+    game), with mean F1 over all variables and per category, and the reward-probe scores."""
+    groups = [g for g in GROUP_TITLES if any(g in r.groups() for r in reports.values())]
+    lines = ["| game | features | mean F1 | " + " | ".join(GROUP_TITLES[g] for g in groups) + " | "
+             + " | ".join(REWARD_TITLES.values()) + " |", "|---" * (3 + len(groups) + len(REWARD_TITLES)) + "|"]
+    for game in dict.fromkeys(r.game for r in reports.values()):
+        runs = {kind: r for (_, kind), r in reports.items() if r.game == game}
+        rows = [(r, m, f"{_KIND_TITLES.get(kind, kind)}{'' if m == 'encoder' else ' ' + METHOD_TITLES[m]}")
+                for m in ("encoder", "random_init") for kind, r in runs.items() if m in r.scores]
+        first = next(iter(runs.values()))
+        rows += [(first, "majority", "majority")] if "majority" in first.scores else []
+        for report, method, title in rows:
+            group_f1 = report.group_f1(method)
+            cells = [game, title, f"{report.mean_f1(method):.2f}"]
+            cells += [format_score(group_f1.get(g)) for g in groups]
+            cells += [format_score(report.reward.get(method, {}).get(metric)) for metric in REWARD_TITLES]
+            lines.append("| " + " | ".join(cells) + " |")
+    legend = (f"{GROUP_TITLES[BALL_AND_PLAYER]}: AtariARI's agent and small-object localisation variables together; "
+              f"reward: a class-balanced linear probe of the clipped reward of the next step ({REWARD_LABEL}); "
+              "±1 F1 is the mean F1 of the nonzero rewards (0 for a majority guess). "
+              "–: no such variable, or no nonzero reward among the test frames.")
+    lines += ["", legend]
+    skipped = {r.game: r.info.get("reward", {}).get("skipped") for r in reports.values() if not r.reward}
+    lines += [f"Reward probe skipped on {game}: {why}" for game, why in skipped.items() if why]
+    return lines
 
 
 def _reference_order(name: str) -> tuple[int, str]:

@@ -1,13 +1,15 @@
-"""Side-by-side videos of an episode and its reconstruction (GIF always, MP4 when a backend is installed).
+"""Videos: one writer for every video vaerl makes, and episodes beside their reconstructions.
 
-GIFs are written with Pillow, which imageio always has. MP4 needs ``imageio-ffmpeg`` or ``av``
-(``pip install "imageio[ffmpeg]"``); without one, asking for ``.mp4`` raises
-``DependencyNotInstalled`` rather than failing deep inside imageio.
+MP4 is written through ``imageio-ffmpeg`` (a vaerl dependency that ships its own ffmpeg binary) or
+PyAV; GIFs with Pillow, which imageio always has. :func:`write_video` writes the format its path
+asks for (``.mp4`` without a backend raises ``DependencyNotInstalled``); :func:`save_video` prefers
+MP4 and falls back to a GIF beside it, with a log line, where no backend is installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -21,6 +23,8 @@ from vaerl.models.blocks import to_unit
 from vaerl.viz import to_display
 
 FORMATS = ("gif", "mp4")
+
+log = logging.getLogger(__name__)
 
 
 def mp4_available() -> bool:
@@ -44,8 +48,23 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 15.0) -> Path
         if suffix == "gif":
             iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
         else:
-            iio.imwrite(tmp, frames, extension=".mp4", fps=fps)
+            # H.264 in yuv420p wants even sides: pad by one pixel rather than let ffmpeg rescale
+            even = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
+            # the temporary name does not end in .mp4, so name the container for ffmpeg
+            iio.imwrite(tmp, even, extension=".mp4", fps=fps, macro_block_size=1, output_params=["-f", "mp4"])
     return path
+
+
+def save_video(path: str | Path, frames: np.ndarray, fps: float = 15.0) -> Path:
+    """Write ``frames`` at ``path``; an ``.mp4`` becomes a ``.gif`` beside it when no MP4 backend is installed.
+
+    Returns the path written.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".mp4" and not mp4_available():
+        log.info('no MP4 writer here (pip install imageio-ffmpeg): writing %s as a GIF instead', path.name)
+        path = path.with_suffix(".gif")
+    return write_video(path, frames, fps)
 
 
 @torch.no_grad()
@@ -87,4 +106,4 @@ def reconstruction_video(
                                                    scale=scale), fps)
 
 
-__all__ = ["FORMATS", "mp4_available", "reconstruction_frames", "reconstruction_video", "write_video"]
+__all__ = ["FORMATS", "mp4_available", "reconstruction_frames", "reconstruction_video", "save_video", "write_video"]

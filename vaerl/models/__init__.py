@@ -1,4 +1,8 @@
-"""Frame models (one family per file) and the registry that checkpoints use to rebuild them."""
+"""Frame models (one family per file) and the registry that checkpoints use to rebuild them.
+
+A new family is one module with a :class:`FrameModel` subclass (the latent contract in
+:mod:`vaerl.models.base`) plus its entry in :data:`MODEL_REGISTRY`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 from vaerl.config import from_dict
 from vaerl.errors import CheckpointError, ConfigError
-from vaerl.models.base import FrameModel, LossOutput
+from vaerl.models.base import LATENT_MODES, FrameModel, LatentAxes, LossOutput
 from vaerl.models.pixelcnn import PixelCNNConfig, PixelCNNPrior
 from vaerl.models.vae import VAE, VAEConfig
 from vaerl.models.vqvae import VQVAE, VectorQuantizer, VQVAEConfig
@@ -30,10 +34,12 @@ def model_class(kind: str) -> type[FrameModel]:
 
 
 __all__ = [
+    "LATENT_MODES",
     "MODEL_REGISTRY",
     "VAE",
     "VQVAE",
     "FrameModel",
+    "LatentAxes",
     "LossOutput",
     "PixelCNNConfig",
     "PixelCNNPrior",

@@ -1,12 +1,29 @@
-"""What every vaerl frame model offers to training, checkpoints and wrappers."""
+"""What every vaerl frame model offers to training, checkpoints, wrappers and evaluation.
+
+The *latent contract*: a model encodes frames to a latent in a named mode, decodes it back,
+declares the latent's gymnasium space, and says what it can do beyond that (prior samples,
+traversal axes). Callers (:class:`~vaerl.Encoder`, the latent wrappers, evaluation, pretraining)
+use only this contract, so a new model family is one new file plus an entry in
+:data:`vaerl.models.MODEL_REGISTRY`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
+
+LATENT_MODES: dict[str, str] = {
+    "mean": "the deterministic latent (VAE posterior mean, VQ-VAE quantised grid)",
+    "sample": "a draw from the posterior (the mean where the posterior is deterministic)",
+    "indices": "discrete code indices (VQ-VAE)",
+}
+"""Every latent mode a model may offer, with what it means."""
 
 
 class LossOutput(NamedTuple):
@@ -22,29 +39,117 @@ class LossOutput(NamedTuple):
     metrics: dict[str, torch.Tensor]
 
 
-class FrameModel(nn.Module):
-    """Base class: a generative model of uint8 frames with a deterministic feature for agents.
+class LatentAxes(NamedTuple):
+    """The axes a latent traversal sweeps, most informative first (see :meth:`FrameModel.latent_axes`)."""
 
-    Subclasses set ``kind`` (the name stored in checkpoints) and ``config_class`` (a dataclass of
-    constructor keyword arguments) and implement the methods below. Inputs are float frames in
-    [0, 1] of shape ``(N, C, H, W)`` (see :func:`vaerl.models.blocks.to_unit`).
+    description: str
+    """What one traversal row shows, e.g. ``latent dimensions by KL``."""
+    dims: list[int]
+    """Indices along the first axis of ``latent_shape("mean")``."""
+    details: dict[str, Any]
+    """Family-specific facts behind the choice (VAE: KL of each shown dimension, active dimensions)."""
+
+
+class FrameModel(nn.Module):
+    """Base class: a generative model of frames with a latent that agents and evaluation can use.
+
+    Subclasses set ``kind`` (the name stored in checkpoints), ``config_class`` (a dataclass of
+    constructor keyword arguments with an ``input_shape`` field) and ``latent_modes``, and
+    implement :meth:`latent_shape`, :meth:`encode_latent`, :meth:`decode_latent`,
+    :meth:`reconstruct` and :meth:`training_loss`; the rest has defaults. Inputs are float frames
+    in [0, 1] of shape ``(N, C, H, W)`` (see :func:`vaerl.models.blocks.to_unit`); latents are
+    flat, ``(N, latent_dim(mode))``.
     """
 
     kind: ClassVar[str]
     config_class: ClassVar[type]
+    latent_modes: ClassVar[tuple[str, ...]] = ("mean",)
+    """The modes of :data:`LATENT_MODES` this family offers; ``mean`` always."""
+    can_sample_prior: ClassVar[bool] = False
+    """Whether :meth:`sample_prior` works (a fixed prior such as N(0, I); a VQ-VAE needs a learned one)."""
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
 
+    # ------------------------------------------------------------------ the latent contract
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the frames the model was built for."""
+        channels, height, width = (int(v) for v in self.config.input_shape)
+        return channels, height, width
+
+    def check_mode(self, mode: str) -> None:
+        """Raise a ``ValueError`` naming the modes on offer when ``mode`` is not one of them."""
+        if mode not in LATENT_MODES:
+            raise ValueError(f"mode must be one of {tuple(LATENT_MODES)}, got {mode!r}")
+        if mode not in self.latent_modes:
+            raise ValueError(f"mode={mode!r} ({LATENT_MODES[mode]}) is not offered by a {self.kind} encoder; "
+                             f"it offers {', '.join(self.latent_modes)}")
+
+    def latent_shape(self, mode: str = "mean") -> tuple[int, ...]:
+        """Structure of one frame's latent before flattening (VAE ``(latent_dim,)``, VQ-VAE ``(D, h, w)``)."""
+        raise NotImplementedError
+
+    def latent_dim(self, mode: str = "mean") -> int:
+        """Length of one frame's flat latent in ``mode``."""
+        return math.prod(self.latent_shape(mode))
+
+    def latent_space(self, mode: str = "mean") -> spaces.Space:
+        """The gymnasium space of one frame's flat latent: ``Box(float32)`` unless a family says otherwise."""
+        return spaces.Box(-np.inf, np.inf, (self.latent_dim(mode),), np.float32)
+
+    def encode_latent(self, x: torch.Tensor, mode: str = "mean", *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Frames ``(N, C, H, W)`` -> latents ``(N, latent_dim(mode))``; ``generator`` seeds ``sample``."""
+        raise NotImplementedError
+
+    def decode_latent(self, latents: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+        """Decoder means in [0, 1], ``(N, C, H, W)``, of flat latents made by :meth:`encode_latent` in ``mode``."""
+        raise NotImplementedError
+
+    def sample_prior(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoder means of ``n`` draws from the model's own prior (only when :attr:`can_sample_prior`)."""
+        raise NotImplementedError(f"a {self.kind} model has no fixed prior to sample from"
+                                  + ("; fit one over its codes with vaerl.evaluation.fit_prior"
+                                     if "indices" in self.latent_modes else ""))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The code vectors ``(num_codes, D)`` behind ``mode="indices"`` (only models that offer that mode)."""
+        raise NotImplementedError(f"a {self.kind} model has a continuous latent and no codebook")
+
+    def describe_latent(self) -> str:
+        """A short human description of the latent, e.g. ``32-d`` or ``10x10x8 grid``."""
+        return f"{self.latent_dim('mean')}-d"
+
+    def latent_axes(self, x: torch.Tensor, limit: int) -> LatentAxes:
+        """Up to ``limit`` traversal axes, most informative on frames ``x`` first (default: in order)."""
+        count = self.latent_shape("mean")[0]
+        return LatentAxes("latent dimensions", list(range(min(limit, count))), {})
+
+    def traverse(self, latent: torch.Tensor, dim: int, values: torch.Tensor) -> torch.Tensor:
+        """Flat mean latents ``(len(values), latent_dim)`` that move one ``latent`` along axis ``dim``.
+
+        The default sets the axis to each value (a sweep over the prior's range).
+        """
+        grid = latent.view(self.latent_shape("mean")).repeat(len(values), *[1] * len(self.latent_shape("mean")))
+        grid[:, dim] = values.view(-1, *[1] * (grid.ndim - 2))
+        return grid.flatten(1)
+
+    # ------------------------------------------------------------------ what agents and training use
+    def set_background(self, background: torch.Tensor) -> None:
+        """Told the static background ``(C, H, W)`` in [0, 1] (the training data's median frame) before
+        training; families that use it keep it in their weights (VAE object channels). Default: ignored."""
+
     @property
     def feature_dim(self) -> int:
         """Size of :meth:`features` per frame."""
-        raise NotImplementedError
+        return self.latent_dim("mean")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic latent features ``(N, feature_dim)`` (VAE: posterior mean; VQ-VAE: quantised grid)."""
-        raise NotImplementedError
+        """Deterministic latent features ``(N, feature_dim)``: the ``mean`` latent."""
+        return self.encode_latent(x, "mean")
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder mean of the reconstruction, in [0, 1]."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaerl.models.base import FrameModel, LossOutput
+from vaerl.models.base import FrameModel, LatentAxes, LossOutput
 from vaerl.models.blocks import (
     HALF_NATURE_LAYERS,
     ConvDecoderTrunk,
@@ -24,6 +24,7 @@ from vaerl.models.blocks import (
     as_layers,
     conv_output_sizes,
 )
+from vaerl.models.objects import ObjectEncoder, ObjectProjections, ObjectRenderer, object_dim
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -49,6 +50,10 @@ class VAEConfig:
     """Minimum KL per latent dimension in nats (Kingma et al. 2016); 0 disables."""
     kl_warmup_steps: int = 0
     """Steps over which the KL weight ramps linearly from 0 to beta."""
+    object_channels: int = 0
+    """Object channels beside the Gaussian latent (:mod:`vaerl.models.objects`); 0: a plain VAE."""
+    object_hidden: int = 8
+    """Width of the object detection net."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -56,6 +61,8 @@ class VAEConfig:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.object_channels < 0:
+            raise ValueError(f"object_channels must be >= 0, got {self.object_channels}")
 
 
 class VAEOutput(NamedTuple):
@@ -71,14 +78,20 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps, differentiable in mu and logvar."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, differentiable in mu and logvar; ``generator`` seeds eps."""
+    if generator is None:
+        eps = torch.randn_like(mu)
+    else:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
 class VAE(FrameModel):
     kind = "vae"
     config_class = VAEConfig
+    latent_modes = ("mean", "sample")
+    can_sample_prior = True
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
@@ -100,6 +113,13 @@ class VAE(FrameModel):
         )
         self.decoder = ConvDecoderTrunk(dec_grid[0], channels, layers, sizes, config.decoder_width)
 
+        # the deterministic object path (vaerl.models.objects): detection maps in, rendered maps out
+        self.object_encoder: ObjectEncoder | None = None
+        self.object_renderer: ObjectRenderer | None = None
+        if config.object_channels:
+            self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels, config.object_hidden)
+            self.object_renderer = ObjectRenderer(config.object_channels, channels, (height, width))
+
     # ------------------------------------------------------------------ the four VAE pieces
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x): mean and log-variance ``(N, latent_dim)`` each."""
@@ -107,38 +127,93 @@ class VAE(FrameModel):
         mu, logvar = self.to_posterior(h).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 8.0)
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+    def encode_objects(self, x: torch.Tensor) -> ObjectProjections | None:
+        """The object channels' projections, ``None`` without object channels."""
+        return self.object_encoder(x) if self.object_encoder is not None else None
+
+    def decode_logits(self, z: torch.Tensor, objects: ObjectProjections | None = None) -> torch.Tensor:
         """Decoder output before the output nonlinearity, shaped like the input."""
         h = self.from_latent(z).view(-1, *self.dec_grid)
-        return self.decoder(h)
+        logits = self.decoder(h)
+        if self.object_renderer is not None:
+            if objects is None:  # no objects given: an empty scene (prior samples)
+                objects = self.object_encoder.empty(len(z), z)  # type: ignore[union-attr]
+            logits = logits + self.object_renderer(objects)
+        return logits
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) in [0, 1]; generated and reconstructed frames always use this, never a sample."""
-        return torch.sigmoid(self.decode_logits(z))
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|latent) in [0, 1] for z, or z followed by object projections; frames shown are always
+        this mean, never a sample."""
+        z, objects = self.split_latent(latent)
+        return torch.sigmoid(self.decode_logits(z, objects))
+
+    def set_background(self, background: torch.Tensor) -> None:
+        if self.object_encoder is not None:
+            self.object_encoder.background.copy_(background.to(self.object_encoder.background))
+
+    def split_latent(self, latent: torch.Tensor) -> tuple[torch.Tensor, ObjectProjections | None]:
+        """A flat latent -> the Gaussian part and, with object channels, their projections."""
+        z = latent[:, : self.config.latent_dim]
+        if self.object_encoder is None or latent.shape[1] == self.config.latent_dim:
+            return z, None
+        return z, self.object_encoder.split(latent[:, self.config.latent_dim:])
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar) if sample else mu
-        logits = self.decode_logits(z)
+        logits = self.decode_logits(z, self.encode_objects(x))
         return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar)
 
-    # ------------------------------------------------------------------ FrameModel API
-    @property
-    def feature_dim(self) -> int:
-        return self.config.latent_dim
+    # ------------------------------------------------------------------ the latent contract
+    def latent_shape(self, mode: str = "mean") -> tuple[int, ...]:
+        self.check_mode(mode)
+        return (self.config.latent_dim + object_dim(self.config.object_channels, self.input_shape[1:]),)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x)[0]
+    def encode_latent(self, x: torch.Tensor, mode: str = "mean", *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Posterior mean, or a reparameterised sample (``mode="sample"``, seeded by ``generator``)."""
+        self.check_mode(mode)
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar, generator) if mode == "sample" else mu
+        objects = self.encode_objects(x)  # deterministic: the same in both modes
+        return z if objects is None else torch.cat([z, objects.flatten()], dim=1)
+
+    def decode_latent(self, latents: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+        self.check_mode(mode)
+        return self.decode(latents.float())
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x, sample=False).recon
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decoder means of ``n`` prior samples z ~ N(0, I)."""
+    def sample_prior(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoder means of ``n`` prior samples z ~ N(0, I) (object channels have no prior: none fire)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
         return self.decode(z)
+
+    def describe_latent(self) -> str:
+        if not self.config.object_channels:
+            return super().describe_latent()
+        k, (height, width) = self.config.object_channels, self.object_encoder.grid  # type: ignore[union-attr]
+        return f"{self.config.latent_dim}-d + {k}x({width}+{height}) object projections"
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""
+        return self.sample_prior(n, generator=generator)
+
+    @torch.no_grad()
+    def kl_per_dimension(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean KL(q(z_d|x) || N(0, 1)) of each latent dimension over frames ``x``."""
+        mu, logvar = self.encode(x)
+        return gaussian_kl(mu, logvar).mean(0)
+
+    def latent_axes(self, x: torch.Tensor, limit: int) -> LatentAxes:
+        """The dimensions the model uses most (highest KL to the prior on ``x``) first."""
+        kl = self.kl_per_dimension(x)
+        dims = torch.argsort(kl, descending=True)[:limit].tolist()
+        return LatentAxes("latent dimensions by KL", dims,
+                          {"kl": [float(kl[d]) for d in dims], "active_dims": int((kl > 0.01).sum())})
 
     def pixel_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per pixel in nats."""

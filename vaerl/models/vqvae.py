@@ -12,11 +12,13 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from torch import nn
 
-from vaerl.models.base import FrameModel, LossOutput
+from vaerl.models.base import FrameModel, LatentAxes, LossOutput
 from vaerl.models.blocks import ConvDecoderTrunk, ConvEncoderTrunk, as_layers, conv_output_sizes
 
 
@@ -25,7 +27,7 @@ class VQVAEConfig:
     input_shape: tuple[int, int, int] = (1, 84, 84)
     """(channels, height, width) of the encoder input."""
     encoder_layers: list[list[int]] = field(
-        default_factory=lambda: [[32, 4, 2, 1], [64, 4, 2, 1], [64, 4, 2, 1]]
+        default_factory=lambda: [[32, 8, 4, 2], [64, 4, 2, 1], [64, 3, 1, 1]]
     )
     """Conv layers as [channels, kernel, stride, padding]; 84x84 -> a 10x10 grid by default."""
     embedding_dim: int = 8
@@ -85,7 +87,6 @@ class VectorQuantizer(nn.Module):
         self,
         num_codes: int,
         dim: int,
-        commitment: float = 0.25,
         ema: bool = True,
         decay: float = 0.99,
         dead_code_threshold: float = 0.5,
@@ -93,7 +94,7 @@ class VectorQuantizer(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
+        self.num_codes, self.dim = num_codes, dim
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_code_threshold = dead_code_threshold
         embed = torch.randn(num_codes, dim) * (1.0 / math.sqrt(dim))
@@ -178,6 +179,7 @@ class VectorQuantizer(nn.Module):
 class VQVAE(FrameModel):
     kind = "vqvae"
     config_class = VQVAEConfig
+    latent_modes = ("mean", "sample", "indices")  # the posterior is deterministic: a sample is the mean
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__(config)
@@ -188,7 +190,7 @@ class VQVAE(FrameModel):
         trunk = ConvEncoderTrunk(channels, layers)
         self.encoder = nn.Sequential(trunk, nn.Conv2d(trunk.out_channels, config.embedding_dim, 1))
         self.quantizer = VectorQuantizer(
-            config.num_codes, config.embedding_dim, config.commitment, config.ema, config.decay,
+            config.num_codes, config.embedding_dim, config.ema, config.decay,
             config.dead_code_threshold, config.kmeans_init,
         )
         dec_channels = trunk.out_channels * config.decoder_width
@@ -208,16 +210,48 @@ class VQVAE(FrameModel):
         """Decoder mean for a grid of code indices ``(N, H, W)``."""
         return self.decode(self.quantizer.lookup(indices))
 
-    # ------------------------------------------------------------------ FrameModel API
+    # ------------------------------------------------------------------ the latent contract
+    def latent_shape(self, mode: str = "mean") -> tuple[int, ...]:
+        """``(h, w)`` code indices, or the quantised grid ``(D, h, w)`` of code vectors."""
+        self.check_mode(mode)
+        return tuple(self.grid_size) if mode == "indices" else (self.config.embedding_dim, *self.grid_size)
+
+    def latent_space(self, mode: str = "mean") -> spaces.Space:
+        if mode == "indices":
+            return spaces.MultiDiscrete(np.full(self.latent_dim(mode), self.config.num_codes, dtype=np.int64))
+        return super().latent_space(mode)
+
+    def encode_latent(self, x: torch.Tensor, mode: str = "mean", *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """The quantised grid (``mean`` and ``sample``) or the code indices, flattened."""
+        self.check_mode(mode)
+        q = self.encode(x)
+        return (q.indices if mode == "indices" else q.quantized).flatten(1)
+
+    def decode_latent(self, latents: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+        grid = (-1, *self.latent_shape(mode))
+        if mode == "indices":
+            return self.decode_indices(latents.long().view(grid))
+        return self.decode(latents.float().view(grid))
+
     @property
-    def feature_dim(self) -> int:
-        return self.config.embedding_dim * self.grid_size[0] * self.grid_size[1]
+    def codebook(self) -> torch.Tensor:
+        return self.quantizer.codebook
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x).quantized.flatten(1)
+    def describe_latent(self) -> str:
+        height, width = self.grid_size
+        return f"{height}x{width}x{self.config.embedding_dim} grid"
 
-    def code_indices(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x).indices
+    def latent_axes(self, x: torch.Tensor, limit: int) -> LatentAxes:
+        """The channels of the code vectors, in order."""
+        return LatentAxes("code-vector channels", list(range(min(limit, self.config.embedding_dim))), {})
+
+    def traverse(self, latent: torch.Tensor, dim: int, values: torch.Tensor) -> torch.Tensor:
+        """Shift code-vector channel ``dim`` over the whole grid by ``values`` times its spread in the codebook."""
+        spread = self.quantizer.codebook.std(0)  # (D,): how far codes differ along each channel
+        grid = latent.view(self.latent_shape("mean")).repeat(len(values), 1, 1, 1)
+        grid[:, dim] += (values * spread[dim])[:, None, None]
+        return grid.flatten(1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).quantized)

@@ -7,6 +7,7 @@ from typing import Any
 
 from vaerl.envs.make import EnvConfig
 from vaerl.errors import ConfigError
+from vaerl.paths import DATA_ROOT, RUNS_ROOT
 
 
 @dataclass
@@ -16,16 +17,19 @@ class DataConfig:
     val_fraction: float = 0.1
     """Fraction of episodes held out for validation."""
     shard_size: int = 50_000
-    root: str = "data"
+    root: str = DATA_ROOT
     """Folder that holds datasets, one sub-folder per (env, preprocessing, size, seed)."""
     extras: list[str] = field(default_factory=lambda: ["ram", "action", "reward"])
     """Per-frame arrays stored beside the frames (``ram`` needs an ALE env or ``get_ram()``)."""
+    num_envs: int = 1
+    """Envs played at once while collecting (Atari: ale-py's thread pool, others: processes; no ``ram``)."""
 
 
 @dataclass
 class WeightingConfig:
     kind: str = "background"
-    """``background``: up-weight pixels that differ from the median frame; ``none``: plain likelihood."""
+    """``background``: up-weight pixels that differ from the median frame; ``none``: plain likelihood. With
+    either, the other fields define the foreground pixels of the reported ``foreground_mse``."""
     weight: float = 20.0
     threshold: float = 0.05
     """Difference from the background (in [0, 1] intensity) above which a pixel counts as foreground."""
@@ -65,7 +69,7 @@ class PretrainConfig:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     seed: int = 0
     device: str = "auto"
-    run_dir: str = "runs/pretrain"
+    run_dir: str = f"{RUNS_ROOT}/pretrain"
     progress: bool = True
     """Show progress bars (logging continues either way)."""
 

@@ -5,7 +5,7 @@ Outputs in ``run_dir``:
 * ``encoder.safetensors`` – weights + model config + preprocessing spec + env + vaerl version
 * ``train_state.pt``      – weights, optimiser and RNG state for resuming (tensors only)
 * ``recon.png``           – held-out frames (top) above their reconstructions (bottom)
-* ``samples.png``         – decoder means of prior samples (VAE)
+* ``samples.png``         – decoder means of prior samples (models with a fixed prior: the VAE)
 * ``metrics.json``        – validation metrics, throughput, dataset and run facts
 * ``tb/``                 – TensorBoard scalars
 """
@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +29,60 @@ import vaerl
 from vaerl.checkpoint import CHECKPOINT_FILE as CHECKPOINT
 from vaerl.checkpoint import save_checkpoint
 from vaerl.data import BatchLoader, FrameDataset, ensure_dataset, iterate_in_order
+from vaerl.data.vector_collect import frame_source
 from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import ConfigError, TrainingError
+from vaerl.evaluation.metrics import heldout_metrics
 from vaerl.io import atomic_path, write_json
-from vaerl.models import VAE, FrameModel, LossOutput, build_model
+from vaerl.models import FrameModel, LossOutput, build_model
 from vaerl.models.blocks import to_unit
 from vaerl.preprocessing import PreprocessSpec
-from vaerl.runtime import configure_threads, resolve_device, seed_everything
+from vaerl.runtime import configure_threads, seed_everything
 from vaerl.training.config import PretrainConfig
+from vaerl.training.distributed import Distributed, init_distributed
 from vaerl.training.weighting import ForegroundWeighting, median_frame
-from vaerl.viz import save_frame_grid
+from vaerl.viz import save_reconstructions, save_samples
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE = "train_state.pt"
 METRICS = "metrics.json"
+
+
+@dataclass
+class PretrainRun:
+    """What one pretraining run works with, built once at the start and handed to each stage.
+
+    ``distributed`` places the process among those training the same model (torchrun, see
+    :mod:`vaerl.training.distributed`); only the writer (rank 0) validates and writes checkpoints,
+    logs, pictures and metrics.
+    """
+
+    cfg: PretrainConfig
+    run_dir: Path
+    device: torch.device
+    spec: PreprocessSpec
+    dataset: FrameDataset
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    model: FrameModel
+    optimizer: torch.optim.Optimizer
+    identity: dict[str, Any]
+    """What must not change when the run is resumed (see :func:`run_identity`)."""
+    start_step: int = 0
+    foreground: ForegroundWeighting | None = None
+    """Pixel weights from the median frame (see :func:`foreground_of`)."""
+    distributed: Distributed = field(default_factory=Distributed)
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run's files."""
+        return self.distributed.is_main
+
+    @property
+    def loss_weighting(self) -> ForegroundWeighting | None:
+        """The pixel weights of the training loss: the foreground weights with ``weighting=background``."""
+        return self.foreground if self.cfg.weighting.kind == "background" else None
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
@@ -51,31 +91,40 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     configure_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.device)
+    distributed = init_distributed(cfg.device)  # torchrun's processes, or this one alone
+    distributed.local_batch_size(cfg.train.batch_size)  # a batch that does not split stops before any work
+    device = distributed.device
 
+    # data: the configured env's frames, split by episode
     spec = encoder_spec(cfg)
     dataset = ensure_dataset(
-        cfg.data.root, lambda: make_env(cfg.env, seed=cfg.seed), spec, cfg.data.frames,
+        cfg.data.root, frame_source(cfg.env, cfg.data.num_envs, cfg.seed), spec, cfg.data.frames,
         key=cfg.env.to_dict(), seed=cfg.seed, extras=cfg.data.extras, shard_size=cfg.data.shard_size,
-        progress=cfg.progress,
-    )
+        progress=cfg.progress, num_envs=cfg.data.num_envs,
+    )  # under torchrun every process asks: the first collects, the others wait for it (a file lock)
     train_idx, val_idx = dataset.split_by_episode(cfg.data.val_fraction, seed=cfg.seed)
+
+    # model and optimiser, resumed from the run directory when it holds a train state
     model = build_model(cfg.model_kind, input_shape=spec.input_shape, **cfg.model_kwargs).to(device)
     if cfg.train.channels_last and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-
-    identity = run_identity(cfg, spec, model)
-    start_step = resume(run_dir, model, optimizer, identity, cfg.train.lr)
-    if start_step >= cfg.train.steps and (run_dir / METRICS).exists():
-        log.info("run %s already finished %d steps; nothing to do", run_dir, start_step)
+    run = PretrainRun(cfg, run_dir, device, spec, dataset, train_idx, val_idx, model, optimizer,
+                      identity=run_identity(cfg, spec, model), distributed=distributed)
+    run.start_step = resume(run)
+    if run.start_step >= cfg.train.steps and (run_dir / METRICS).exists():
+        log.info("run %s already finished %d steps; nothing to do", run_dir, run.start_step)
+        distributed.close()
         return json.loads((run_dir / METRICS).read_text())
 
-    foreground = foreground_of(cfg, dataset, train_idx, spec, device)
-    loss_weighting = foreground if cfg.weighting.kind == "background" else None
-    throughput = train_loop(cfg, run_dir, model, optimizer, dataset, train_idx, val_idx, spec, loss_weighting,
-                            foreground, identity, start_step, device)
-    return finish(cfg, run_dir, model, dataset, val_idx, spec, foreground, throughput)
+    # train, then validate and write the outputs
+    run.foreground = foreground_of(run)
+    if run.start_step == 0:  # a resumed model already holds its background in its weights
+        model.set_background(run.foreground.background[0])
+    throughput = train_loop(run)
+    metrics = finish(run, throughput)
+    distributed.close()
+    return metrics
 
 
 def encoder_spec(cfg: PretrainConfig) -> PreprocessSpec:
@@ -93,10 +142,9 @@ def run_identity(cfg: PretrainConfig, spec: PreprocessSpec, model: FrameModel) -
             "frames": cfg.data.frames, "seed": cfg.seed}
 
 
-def resume(run_dir: Path, model: FrameModel, optimizer: torch.optim.Optimizer, identity: dict[str, Any],
-           lr: float) -> int:
+def resume(run: PretrainRun) -> int:
     """Load ``train_state.pt`` if the run directory has one; returns the step to continue from."""
-    path = run_dir / TRAIN_STATE
+    path = run.run_dir / TRAIN_STATE
     if not path.exists():
         return 0
     try:
@@ -104,78 +152,78 @@ def resume(run_dir: Path, model: FrameModel, optimizer: torch.optim.Optimizer, i
     except Exception as exc:  # torch raises several types for a damaged zip/pickle
         raise TrainingError(f"cannot resume from {path}: the file is corrupt ({exc}). Delete it to start over, or "
                             "choose another run directory (hydra.run.dir=...)") from exc
-    saved = json.loads(state["identity"])
+    saved, identity = json.loads(state["identity"]), run.identity
     if saved != json.loads(json.dumps(identity, default=str)):
         changed = sorted(k for k in identity if json.dumps(saved.get(k), sort_keys=True, default=str)
                          != json.dumps(identity[k], sort_keys=True, default=str))
-        raise ConfigError(f"{run_dir} holds a run with a different {', '.join(changed)}; resume with the same settings "
-                          "or pick a new run directory (hydra.run.dir=... or another seed)")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+        raise ConfigError(f"{run.run_dir} holds a run with a different {', '.join(changed)}; resume with the same "
+                          "settings or pick a new run directory (hydra.run.dir=... or another seed)")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.cfg.train.lr
     torch.set_rng_state(state["torch_rng"])
-    log.info("resuming %s from step %d", run_dir, int(state["step"]))
+    log.info("resuming %s from step %d", run.run_dir, int(state["step"]))
     return int(state["step"])
 
 
-def save_train_state(run_dir: Path, model: FrameModel, optimizer: torch.optim.Optimizer, step: int,
-                     identity: dict[str, Any]) -> None:
-    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "torch_rng": torch.get_rng_state(), "identity": json.dumps(identity, default=str)}
-    with atomic_path(run_dir / TRAIN_STATE) as tmp:
+def save_train_state(run: PretrainRun, step: int) -> None:
+    state = {"step": step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), "identity": json.dumps(run.identity, default=str)}
+    with atomic_path(run.run_dir / TRAIN_STATE) as tmp:
         torch.save(state, tmp)
 
 
-def foreground_of(cfg: PretrainConfig, dataset: FrameDataset, train_idx: np.ndarray, spec: PreprocessSpec,
-                  device: torch.device) -> ForegroundWeighting:
+def foreground_of(run: PretrainRun) -> ForegroundWeighting:
     """Pixel weights from the median frame: the loss uses them with ``weighting=background``, and validation
     always reports the error on the pixels they mark (``foreground_mse``), so runs with and without compare."""
-    background = median_frame(dataset, train_idx, cfg.weighting.background_frames, seed=cfg.seed)
-    return ForegroundWeighting(background, cfg.weighting.weight, cfg.weighting.threshold, spec.frame_stack, device)
+    weighting = run.cfg.weighting
+    background = median_frame(run.dataset, run.train_idx, weighting.background_frames, seed=run.cfg.seed)
+    return ForegroundWeighting(background, weighting.weight, weighting.threshold, run.spec.frame_stack, run.device)
 
 
-def train_loop(cfg: PretrainConfig, run_dir: Path, model: FrameModel, optimizer: torch.optim.Optimizer,
-               dataset: FrameDataset, train_idx: np.ndarray, val_idx: np.ndarray, spec: PreprocessSpec,
-               weighting: ForegroundWeighting | None, foreground: ForegroundWeighting, identity: dict[str, Any],
-               start_step: int, device: torch.device) -> dict[str, float]:
-    """Optimise from ``start_step`` to ``cfg.train.steps``; returns throughput figures."""
+def train_loop(run: PretrainRun) -> dict[str, float]:
+    """Optimise from ``run.start_step`` to ``cfg.train.steps``; returns throughput figures."""
+    cfg, model, start_step = run.cfg, run.model, run.start_step
     train = cfg.train
-    loader = BatchLoader(dataset, train_idx, train.batch_size, frame_stack=spec.frame_stack,
-                         seed=cfg.seed + start_step, pin_memory=device.type == "cuda")
-    writer = SummaryWriter(str(run_dir / "tb"))
+    distributed = run.distributed  # each process draws its share of the batch from its own block of frames
+    loader = BatchLoader(run.dataset, distributed.shard(run.train_idx),
+                         distributed.local_batch_size(train.batch_size), frame_stack=run.spec.frame_stack,
+                         seed=distributed.loader_seed(cfg.seed + start_step), pin_memory=run.device.type == "cuda")
+    trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
+    writer = SummaryWriter(str(run.run_dir / "tb")) if run.is_writer else None
     bar = tqdm(total=train.steps, initial=start_step, desc=f"pretrain {model.kind}", unit="step",
-               disable=not cfg.progress)
+               disable=not (cfg.progress and run.is_writer))
     started, step = time.perf_counter(), start_step
     model.train()
     try:
         for step in range(start_step + 1, train.steps + 1):
-            x = prepare(next(loader), device, train.channels_last)
-            out = optimisation_step(model, optimizer, x, weighting, step, train.grad_clip)
+            x = prepare(next(loader), run.device, train.channels_last)
+            out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip)
             loss = out.loss.item()
-            check_finite(loss, step, run_dir, train.lr)
+            check_finite(loss, step, run.run_dir, train.lr)
 
             if step % train.log_every == 0 or step == train.steps:
                 elapsed = time.perf_counter() - started
-                log_scalars(writer, "train", out.metrics, step, loss=loss, lr=optimizer.param_groups[0]["lr"],
+                log_scalars(writer, "train", out.metrics, step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
                             frames_per_s=(step - start_step) * train.batch_size / elapsed)
                 bar.set_postfix(loss=f"{loss:.1f}", refresh=False)
-                if not cfg.progress:  # without a bar, a periodic log line shows progress
+                if not cfg.progress and run.is_writer:  # without a bar, a periodic log line shows progress
                     log.info("step %d/%d  loss %.1f  %.0f frames/s", step, train.steps, loss,
                              (step - start_step) * train.batch_size / elapsed)
-            if step % train.val_every == 0 or step == train.steps:
-                val = validate(model, dataset, val_idx, spec, train.batch_size, train.val_frames, device,
-                               train.channels_last, foreground)
+            if run.is_writer and (step % train.val_every == 0 or step == train.steps):
+                val = validate(run)
                 log_scalars(writer, "val", val, step)
                 log.info("step %d  val %s", step, "  ".join(f"{k}={v:.4g}" for k, v in val.items()))
                 model.train()
-            if step % train.checkpoint_every == 0 or step == train.steps:
-                save_train_state(run_dir, model, optimizer, step, identity)
-                save_checkpoint(run_dir / CHECKPOINT, model, spec, cfg.env.to_dict(), {"step": step})
+            if run.is_writer and (step % train.checkpoint_every == 0 or step == train.steps):
+                save_train_state(run, step)
+                save_checkpoint(run.run_dir / CHECKPOINT, model, run.spec, cfg.env.to_dict(), {"step": step})
             bar.update(1)
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         loader.close()
     elapsed = time.perf_counter() - started
     steps_done = max(step - start_step, 1)
@@ -211,73 +259,52 @@ def check_finite(loss: float, step: int, run_dir: Path, lr: float) -> None:
         )
 
 
-@torch.no_grad()
-def validate(model: FrameModel, dataset: FrameDataset, val_idx: np.ndarray, spec: PreprocessSpec, batch_size: int,
-             max_frames: int, device: torch.device, channels_last: bool,
-             foreground: ForegroundWeighting | None = None) -> dict[str, float]:
-    """Mean of the model's (unweighted) metrics over up to ``max_frames`` held-out frames.
-
-    With ``foreground``, ``foreground_mse`` is the squared error on the pixels it marks (ball, paddle, ...).
-    """
-    model.eval()
-    picks = val_idx[np.linspace(0, len(val_idx) - 1, min(max_frames, len(val_idx))).astype(int)]
-    sums: dict[str, float] = {}
-    total = 0
-    foreground_err, foreground_pixels = 0.0, 0.0
-    for batch in iterate_in_order(dataset, picks, batch_size, spec.frame_stack):
-        x = prepare(batch, device, channels_last)
-        out = model.training_loss(x, None)
-        for key, value in {"loss": out.loss, **out.metrics}.items():
-            sums[key] = sums.get(key, 0.0) + float(value) * len(x)
-        total += len(x)
-        if foreground is not None:  # how well the small moving objects are reconstructed
-            mask = (foreground(x) > 1.0).float()
-            foreground_err += float(((model.reconstruct(x) - x).pow(2) * mask).sum())
-            foreground_pixels += float(mask.sum())
-    metrics = {key: value / total for key, value in sums.items()}
-    if foreground_pixels:
-        metrics["foreground_mse"] = foreground_err / foreground_pixels
-    return metrics
+def validate(run: PretrainRun) -> dict[str, float]:
+    """Held-out metrics (:func:`vaerl.evaluation.metrics.heldout_metrics`) on up to ``train.val_frames``
+    validation frames, spread evenly over the validation episodes."""
+    train, val_idx = run.cfg.train, run.val_idx
+    run.model.eval()
+    picks = val_idx[np.linspace(0, len(val_idx) - 1, min(train.val_frames, len(val_idx))).astype(int)]
+    batches = (prepare(batch, run.device, train.channels_last)
+               for batch in iterate_in_order(run.dataset, picks, train.batch_size, run.spec.frame_stack))
+    return heldout_metrics(run.model, batches, run.foreground)
 
 
-def log_scalars(writer: SummaryWriter, prefix: str, metrics: dict[str, Any], step: int, **more: float) -> None:
+def log_scalars(writer: SummaryWriter | None, prefix: str, metrics: dict[str, Any], step: int, **more: float) -> None:
+    """TensorBoard scalars ``prefix/name`` (nothing without a writer: processes other than the writer)."""
+    if writer is None:
+        return
     for key, value in {**metrics, **more}.items():
         writer.add_scalar(f"{prefix}/{key}", float(value), step)
 
 
-def finish(cfg: PretrainConfig, run_dir: Path, model: FrameModel, dataset: FrameDataset, val_idx: np.ndarray,
-           spec: PreprocessSpec, foreground: ForegroundWeighting, throughput: dict[str, float]) -> dict[str, Any]:
+def finish(run: PretrainRun, throughput: dict[str, float]) -> dict[str, Any]:
     """Final validation, pictures and ``metrics.json``."""
-    device = next(model.parameters()).device
-    val = validate(model, dataset, val_idx, spec, cfg.train.batch_size, cfg.train.val_frames, device,
-                   cfg.train.channels_last, foreground)
-    save_pictures(run_dir, model, dataset, val_idx, spec, cfg.seed)
+    cfg, model, dataset = run.cfg, run.model, run.dataset
+    val = run.distributed.from_main(validate(run) if run.is_writer else None)  # rank 0 validates
     metrics = {
-        "completed": True, "steps": cfg.train.steps, "model": model.kind, "env": cfg.env.id, "device": str(device),
-        "vaerl_version": vaerl.__version__, "val": val, **throughput,
+        "completed": True, "steps": cfg.train.steps, "model": model.kind, "env": cfg.env.id,
+        "device": str(run.device), "vaerl_version": vaerl.__version__, "val": val, **throughput,
         "dataset": {"path": str(dataset.path), "frames": len(dataset), "episodes": dataset.meta.num_episodes,
-                    "val_frames": len(val_idx)},
+                    "val_frames": len(run.val_idx)},
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    write_json(run_dir / METRICS, metrics)
-    log.info("wrote %s, recon.png and metrics.json to %s", CHECKPOINT, run_dir)
+    if run.is_writer:
+        save_pictures(run)
+        write_json(run.run_dir / METRICS, metrics)
+        log.info("wrote %s, recon.png and metrics.json to %s", CHECKPOINT, run.run_dir)
     return metrics
 
 
 @torch.no_grad()
-def save_pictures(run_dir: Path, model: FrameModel, dataset: FrameDataset, val_idx: np.ndarray,
-                  spec: PreprocessSpec, seed: int, n: int = 8) -> None:
-    """``recon.png`` (held-out originals above reconstructions) and, for a VAE, ``samples.png``."""
+def save_pictures(run: PretrainRun, n: int = 8) -> None:
+    """``recon.png`` (held-out originals above reconstructions) and, when the model has a prior, ``samples.png``."""
+    model, per_frame = run.model, run.spec.channels_per_frame
     model.eval()
-    device = next(model.parameters()).device
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(val_idx, size=min(n, len(val_idx)), replace=False))
-    frames = torch.from_numpy(dataset.stacked_frames(picks, spec.frame_stack))
-    recon = model.reconstruct(to_unit(frames.to(device)))
-    per_frame = spec.channels_per_frame
-    save_frame_grid(run_dir / "recon.png", [frames, recon], per_frame, scale=3)
-    if isinstance(model, VAE):
-        generator = torch.Generator(device=device).manual_seed(seed)
-        samples = model.sample(2 * n, generator=generator)
-        save_frame_grid(run_dir / "samples.png", [samples[:n], samples[n:]], per_frame, scale=3)
-
+    rng = np.random.default_rng(run.cfg.seed)
+    picks = np.sort(rng.choice(run.val_idx, size=min(n, len(run.val_idx)), replace=False))
+    frames = torch.from_numpy(run.dataset.stacked_frames(picks, run.spec.frame_stack))
+    save_reconstructions(run.run_dir / "recon.png", model, frames, per_frame, scale=3)
+    if model.can_sample_prior:
+        generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
+        save_samples(run.run_dir / "samples.png", model.sample_prior(2 * n, generator=generator), per_frame, scale=3)

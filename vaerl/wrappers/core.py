@@ -16,7 +16,6 @@ from gymnasium import spaces
 
 from vaerl.encoder import Encoder
 from vaerl.errors import ObservationError
-from vaerl.models.blocks import to_unit
 from vaerl.preprocessing import PreprocessSpec, image_space, infer_layout
 
 STACK_MODES = ("concat", "delta")
@@ -146,23 +145,17 @@ class LatentPipeline(FramePipeline):
             raise ValueError("stack_mode='delta' needs continuous latents; use mode='mean' or stack_mode='concat'")
         self.encoder, self.mode, self.stack_mode = encoder, mode, stack_mode
         self.stack = 2 if stack_mode == "delta" else int(stack)
-        self.latent_dim = encoder.latent_dim(mode)  # also validates mode against the model kind
+        self.latent_space = encoder.latent_space(mode)  # also validates mode against the model's latent modes
+        self.latent_dim = encoder.latent_dim(mode)
         check_input_shape(encoder)
-        dtype = np.int64 if mode == "indices" else np.float32
-        self.latents = RollingWindow(num_envs, self.stack, (self.latent_dim,), dtype)
-        self.generator = torch.Generator(device=encoder.device) if self._samples else None
-
-    @property
-    def _samples(self) -> bool:
-        return self.mode == "sample" and self.encoder.kind == "vae"
+        self.latents = RollingWindow(num_envs, self.stack, (self.latent_dim,), self.latent_space.dtype)
+        # the noise of mode="sample", seeded by seed() so seeded resets give identical latents
+        self.generator = torch.Generator(device=encoder.device) if mode == "sample" else None
 
     @property
     def single_observation_space(self) -> spaces.Space:
-        size = self.stack * self.latent_dim if self.stack_mode == "concat" else 2 * self.latent_dim
-        if self.mode == "indices":
-            num_codes = int(self.encoder.model.config.num_codes)  # type: ignore[attr-defined]
-            return spaces.MultiDiscrete(np.full(size, num_codes, dtype=np.int64))
-        return spaces.Box(-np.inf, np.inf, (size,), np.float32)
+        """The latent space of one frame, repeated for each latent the policy sees."""
+        return repeat_space(self.latent_space, self.stack)
 
     def seed(self, seed: int | None) -> None:
         """Seed the noise of ``mode="sample"`` so seeded resets give identical latents."""
@@ -184,14 +177,7 @@ class LatentPipeline(FramePipeline):
         return self._stacked(self.latents.data[indices]), final_out
 
     def _encode(self, frames: np.ndarray) -> np.ndarray:
-        if not self._samples:
-            return self.encoder.encode_frames(frames, self.mode).cpu().numpy()
-        # a seeded reparameterised sample (Encoder.encode_frames draws from torch's global RNG)
-        x = to_unit(torch.as_tensor(frames).to(self.encoder.device))
-        with torch.no_grad():
-            mu, logvar = self.encoder.model.encode(x)  # type: ignore[attr-defined]
-            eps = torch.randn(mu.shape, generator=self.generator, device=mu.device)
-            return (mu + eps * torch.exp(0.5 * logvar)).cpu().numpy()
+        return self.encoder.encode_frames(frames, self.mode, generator=self.generator).cpu().numpy()
 
     def _stacked(self, windows: np.ndarray) -> np.ndarray:
         """(n, k, D) latent windows -> the policy's (n, k*D) or (n, 2D) vectors (a new array)."""
@@ -207,7 +193,7 @@ def _channels(windows: np.ndarray) -> np.ndarray:
 
 def check_input_shape(encoder: Encoder) -> None:
     """Fail early when the (possibly overridden) spec cannot produce what the model was built for."""
-    expected = tuple(encoder.model.config.input_shape)  # type: ignore[attr-defined]
+    expected = encoder.model.input_shape
     if encoder.spec.input_shape != expected:
         hint = ""
         if encoder.spec.channels_per_frame * encoder.spec.frame_stack != expected[0]:
@@ -217,6 +203,15 @@ def check_input_shape(encoder: Encoder) -> None:
             hint = f" (preprocess={{'size': {expected[1:]}}})"
         raise ObservationError(f"the preprocessing gives encoder input {encoder.spec.input_shape} but the encoder was "
                                f"built for {expected}{hint}")
+
+
+def repeat_space(space: spaces.Space, copies: int) -> spaces.Space:
+    """``copies`` latents of ``space`` side by side (a flat ``Box`` or ``MultiDiscrete``)."""
+    if isinstance(space, spaces.MultiDiscrete):
+        return spaces.MultiDiscrete(np.tile(space.nvec, copies))
+    if isinstance(space, spaces.Box):
+        return spaces.Box(np.tile(space.low, copies), np.tile(space.high, copies), dtype=space.dtype)
+    raise TypeError(f"cannot stack latents of {space}: expected a flat Box or MultiDiscrete")
 
 
 def suggest_override(spec: PreprocessSpec, space: spaces.Space) -> str:

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from vaerl.encoder import Encoder
+from vaerl.observations import batch_of_one
 from vaerl.wrappers.core import LatentPipeline
 
 _START, _CONTINUE = np.array([True]), np.array([False])
@@ -47,5 +48,4 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self._latent(obs, _CONTINUE), reward, terminated, truncated, info
 
     def _latent(self, obs: Any, starts: np.ndarray) -> np.ndarray:
-        batch = {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
-        return self.pipeline.step(batch, starts)[0][0]
+        return self.pipeline.step(batch_of_one(obs), starts)[0][0]

@@ -9,6 +9,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from vaerl.encoder import Encoder
+from vaerl.observations import stack_observations
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.wrappers.core import FramePipeline, LatentPipeline
 
@@ -36,7 +37,9 @@ class _PipelineVecEnv(VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         ended = np.flatnonzero(dones)
         with_terminal = np.array([i for i in ended if "terminal_observation" in infos[i]], dtype=np.int64)
-        finals = _batch([infos[i]["terminal_observation"] for i in with_terminal]) if len(with_terminal) else None
+        finals = None
+        if len(with_terminal):
+            finals = stack_observations([infos[i]["terminal_observation"] for i in with_terminal])
         out, final_out = self.pipeline.step(obs, np.asarray(dones, dtype=bool), finals=finals,
                                             final_indices=with_terminal)
         for j, i in enumerate(with_terminal):
@@ -52,6 +55,8 @@ class LatentVecEnv(_PipelineVecEnv):
     Arguments as for :class:`~vaerl.wrappers.LatentObservation`.
     """
 
+    pipeline: LatentPipeline
+
     def __init__(
         self, venv: VecEnv, encoder: Encoder, *, mode: str = "mean", stack: int = 1, stack_mode: str = "concat"
     ) -> None:
@@ -59,7 +64,12 @@ class LatentVecEnv(_PipelineVecEnv):
 
     @property
     def encoder(self) -> Encoder:
-        return self.pipeline.encoder  # type: ignore[attr-defined]
+        return self.pipeline.encoder
+
+    def newest(self, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of env ``index``'s newest preprocessed frame ``(C, H, W)`` uint8 and of its latent ``(D,)``."""
+        pipeline: LatentPipeline = self.pipeline  # type: ignore[assignment]
+        return pipeline.frames.data[index, -1].copy(), pipeline.latents.data[index, -1].copy()
 
 
 class PreprocessedVecEnv(_PipelineVecEnv):
@@ -71,9 +81,3 @@ class PreprocessedVecEnv(_PipelineVecEnv):
 
     def __init__(self, venv: VecEnv, spec: PreprocessSpec, frame_stack: int | None = None) -> None:
         super().__init__(venv, FramePipeline(spec, venv.num_envs, frame_stack))
-
-
-def _batch(observations: list[Any]) -> Any:
-    if isinstance(observations[0], dict):
-        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
-    return np.stack(observations)

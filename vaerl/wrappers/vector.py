@@ -9,6 +9,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from vaerl.encoder import Encoder
+from vaerl.observations import stack_observations, take
 from vaerl.wrappers.core import LatentPipeline
 
 
@@ -42,7 +43,7 @@ class LatentVectorEnv(VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self.pipeline.seed(seed)
         indices = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
-        rows = _take(obs, indices)
+        rows = take(obs, indices)
         self._latents[indices] = self.pipeline.step(rows, np.ones(len(indices), bool), indices)[0]
         self._needs_reset[indices] = False
         return self._latents.copy(), info
@@ -57,7 +58,7 @@ class LatentVectorEnv(VectorWrapper):
             starts = done
             if "final_obs" in info:
                 final_indices = np.flatnonzero(info.get("_final_obs", done))
-                finals = _stack([info["final_obs"][i] for i in final_indices]) if len(final_indices) else None
+                finals = stack_observations([info["final_obs"][i] for i in final_indices]) if len(final_indices) else None
         else:
             starts = np.zeros(self.num_envs, dtype=bool)
         self._latents, final_latents = self.pipeline.step(obs, starts, finals=finals, final_indices=final_indices)
@@ -65,16 +66,6 @@ class LatentVectorEnv(VectorWrapper):
             info = dict(info)
             info["final_obs"] = _like(info["final_obs"], final_indices, final_latents, self._latents)
         return self._latents.copy(), rewards, terminations, truncations, info
-
-
-def _take(obs: Any, indices: np.ndarray) -> Any:
-    return {k: v[indices] for k, v in obs.items()} if isinstance(obs, dict) else obs[indices]
-
-
-def _stack(observations: list[Any]) -> Any:
-    if isinstance(observations[0], dict):
-        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
-    return np.stack(observations)
 
 
 def _like(original: Any, indices: np.ndarray, latents: np.ndarray, current: np.ndarray) -> np.ndarray:

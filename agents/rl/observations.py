@@ -1,0 +1,184 @@
+"""What an agent observes, one small object per pipeline.
+
+=============================  ==========================================  ==============================
+pipeline                       env wrapper                                 policy
+=============================  ==========================================  ==============================
+:class:`LatentObservations`    frozen encoder in the env (LatentVecEnv)    MLP on stacked latents
+:class:`FinetuneObservations`  stacked preprocessed frames                 the encoder inside the policy
+:class:`PixelObservations`     4 stacked preprocessed frames               NatureCNN (the pixel baseline)
+:class:`RawObservations`       none (envs without images)                  MLP / MultiInput
+=============================  ==========================================  ==============================
+
+Each also says how many torch threads it wants and what ``play.mp4`` shows. :func:`observations_for`
+picks the one a run config asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.rl.config import TrainAgentConfig
+from agents.rl.features import EncoderFeatures, load_pretrained, window_frames
+from vaerl.encoder import Encoder
+from vaerl.envs.make import EnvConfig, preprocess_spec
+from vaerl.wrappers import LatentVecEnv, PreprocessedVecEnv
+
+PIXEL_FRAME_STACK = 4  # the Nature DQN / RL Zoo Atari input: 4 stacked 84x84 gray frames
+
+Frame = np.ndarray  # (C, H, W) uint8
+Reconstruction = np.ndarray  # (C, H, W) in [0, 1]
+
+
+class Observations:
+    """How one kind of run turns env observations into policy inputs, and what its video shows."""
+
+    threads: ClassVar[int] = 1
+    """Torch CPU threads of a run with ``threads=0``. Conv nets trained in the policy want two; a frozen
+    encoder in the env loop runs between ale-py's worker threads, where two torch threads spin-wait into
+    them, and a small MLP learner gains nothing from a second one (``scripts/bench_agent.py`` times both)."""
+    filmed: ClassVar[bool] = True
+    """Whether ``play.mp4`` has frames to show."""
+    default_policy: ClassVar[str] = "MlpPolicy"
+    encoder: Encoder | None = None
+
+    def base_frame_stack(self) -> int:
+        """Frames the base vector env stacks itself (ale-py stacks natively, faster than a Python stack)."""
+        return 1
+
+    def wrap(self, venv: VecEnv) -> VecEnv:
+        """The agent's env around the base vector env."""
+        return venv
+
+    def policy(self, settings: dict[str, Any], space: gym.Space) -> str:
+        """The SB3 policy name: the agent config's (``pixel.policy`` / ``latent.policy``) or this pipeline's."""
+        return settings.get("policy", self.default_policy)
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        """Policy arguments beyond the agent config's."""
+        return {}
+
+    def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
+        """Prepare a freshly built model (nothing to do unless the policy holds an encoder)."""
+
+    def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
+        """The frame env 0 shows now and, where there is an encoder, the reconstruction of its latent."""
+        raise NotImplementedError(f"{type(self).__name__} has no video")
+
+
+@dataclass(frozen=True)
+class LatentObservations(Observations):
+    """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change)."""
+
+    encoder: Encoder
+    mode: str = "mean"
+    stack: int = 4
+    stack_mode: str = "concat"
+
+    threads: ClassVar[int] = 1
+
+    def wrap(self, venv: VecEnv) -> VecEnv:
+        return LatentVecEnv(venv, self.encoder, mode=self.mode, stack=self.stack, stack_mode=self.stack_mode)
+
+    def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
+        assert isinstance(env, LatentVecEnv)
+        frame, latent = env.newest(0)
+        return frame, _reconstruction(self.encoder, torch.as_tensor(latent[None]), self.mode)
+
+
+@dataclass(frozen=True)
+class FinetuneObservations(Observations):
+    """Preprocessed frames into an encoder inside the policy, trained with it."""
+
+    encoder: Encoder
+    stack: int = 4
+    stack_mode: str = "concat"
+
+    threads: ClassVar[int] = 2  # a conv net trained in the policy wants two
+
+    def wrap(self, venv: VecEnv) -> VecEnv:
+        spec = self.encoder.spec
+        window = window_frames(spec.frame_stack, self.stack, self.stack_mode)
+        return PreprocessedVecEnv(venv, spec.replace(frame_stack=1), frame_stack=window)
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        return {
+            "features_extractor_class": EncoderFeatures,
+            "features_extractor_kwargs": {
+                "kind": self.encoder.kind, "model_config": self.encoder.info.model_config,
+                "frames_per_input": self.encoder.spec.frame_stack, "stack": self.stack,
+                "stack_mode": self.stack_mode, "trainable": True,
+            },
+        }
+
+    def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
+        load_pretrained(model.policy, encoder_file)
+
+    def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
+        # the policy's own (fine-tuned) encoder gives the latent, the checkpoint's decoder draws it
+        extractor = next(m for m in model.policy.modules() if isinstance(m, EncoderFeatures))
+        frame = obs[0, -self.encoder.spec.channels_per_frame:]
+        window = torch.as_tensor(obs[:, -extractor.in_channels:], device=model.device).float() / 255.0
+        with torch.no_grad():
+            latent = extractor.model.features(window)
+        return frame, _reconstruction(self.encoder, latent, "mean")
+
+
+@dataclass(frozen=True)
+class PixelObservations(Observations):
+    """The pixel baseline: 4 stacked preprocessed frames into NatureCNN."""
+
+    env: EnvConfig
+
+    threads: ClassVar[int] = 2  # a conv net trained in the policy wants two
+    default_policy: ClassVar[str] = "CnnPolicy"
+
+    @property
+    def _stacked_by_ale(self) -> bool:
+        return self.env.is_atari and self.env.grayscale
+
+    def base_frame_stack(self) -> int:
+        return PIXEL_FRAME_STACK if self._stacked_by_ale else 1
+
+    def wrap(self, venv: VecEnv) -> VecEnv:
+        if self._stacked_by_ale:
+            return venv
+        return PreprocessedVecEnv(venv, preprocess_spec(self.env, venv), frame_stack=PIXEL_FRAME_STACK)
+
+    def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
+        return obs[0, -1:], None
+
+
+@dataclass(frozen=True)
+class RawObservations(Observations):
+    """Envs without images: the agent sees their observations as they are."""
+
+    filmed: ClassVar[bool] = False
+
+    def policy(self, settings: dict[str, Any], space: gym.Space) -> str:
+        # the pixel settings' CnnPolicy has no images to look at here
+        return "MultiInputPolicy" if isinstance(space, gym.spaces.Dict) else "MlpPolicy"
+
+
+def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images: bool) -> Observations:
+    """The pipeline of a run: ``latent=true`` needs ``encoder``; ``latent=false`` looks at pixels if there are any."""
+    if not cfg.latent:
+        return PixelObservations(cfg.env) if has_images else RawObservations()
+    assert encoder is not None, "latent=true runs need their encoder"
+    options = cfg.encoder
+    if options.finetune:
+        return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
+    return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode)
+
+
+def _reconstruction(encoder: Encoder, latent: torch.Tensor, mode: str) -> Reconstruction:
+    channels = encoder.spec.channels_per_frame
+    recon = encoder.decode(latent.to(encoder.device), mode)[0, -channels:]
+    return recon.float().cpu().numpy()

@@ -1,0 +1,30 @@
+"""Summarise a sweep: one markdown table (mean ± std over seeds per game and setting) and one PNG of
+learning curves (against agent steps and against wall-clock time).
+
+    python scripts/summarize.py runs/agent                 # after train_agent.py -m ...
+    python scripts/summarize.py runs/pretrain [--out DIR]  # after pretrain_vae.py -m ...
+
+Writes summary.md and curves.png into the sweep directory (or --out) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vaerl.cli import run_main
+from vaerl.summary import summarize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="the sweep's directory (hydra.sweep.dir), e.g. runs/agent")
+    parser.add_argument("--out", type=Path, default=None, help="where to write summary.md and curves.png")
+    args = parser.parse_args()
+    summary = run_main(lambda: summarize(args.sweep_dir, args.out))
+    print(summary.table)
+    print(f"wrote {summary.table_path}" + (f" and {summary.plot_path}" if summary.plot_path else " (no curves to plot)"))
+
+
+if __name__ == "__main__":
+    main()

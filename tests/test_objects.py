@@ -1,0 +1,115 @@
+"""Object channels (vaerl.models.objects): shapes, round trips, and that they learn where a small object is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaerl.models import build_model
+from vaerl.models.objects import ObjectEncoder, ObjectProjections, object_dim
+
+
+def dot_frames(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Black frames with one bright 2x2 dot at a random place; returns frames (N, 1, size, size) and dot columns."""
+    rng = np.random.default_rng(seed)
+    frames = torch.zeros(n, 1, size, size)
+    cols, rows = rng.integers(2, size - 3, n), rng.integers(2, size - 3, n)
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        frames[i, 0, r:r + 2, c:c + 2] = 1.0
+    return frames, cols
+
+
+def test_projections_are_row_and_column_maxima_and_flatten_round_trips() -> None:
+    torch.manual_seed(0)
+    encoder = ObjectEncoder(in_channels=1, input_hw=(84, 84), channels=3)
+    frames = torch.rand(5, 1, 84, 84)
+    objects = encoder(frames)
+    assert objects.x.shape == (5, 3, 42) and objects.y.shape == (5, 3, 42)
+    # each location's scores over the channels and "nothing" sum to one; projections are (smooth) maxima
+    scores = torch.softmax(encoder.net(frames) + encoder.location_bias, dim=1)[:, :3]
+    assert (objects.x <= scores.amax(-2) + 1e-6).all() and (objects.x >= scores.mean(-2) - 1e-6).all()
+    assert (objects.x.amax(-1) - scores.amax((-2, -1))).abs().max() < 0.05
+
+    flat = objects.flatten()
+    assert flat.shape == (5, object_dim(3, (84, 84))) == (5, 3 * (42 + 42))
+    for a, b in zip(encoder.split(flat), objects):
+        torch.testing.assert_close(a, b)
+
+
+def test_maps_are_outer_products() -> None:
+    x = torch.tensor([[[0.0, 1.0, 0.5]]])
+    y = torch.tensor([[[0.25, 1.0]]])
+    torch.testing.assert_close(ObjectProjections(x, y).maps(),
+                               torch.tensor([[[[0.0, 0.25, 0.125], [0.0, 1.0, 0.5]]]]))
+
+
+@pytest.mark.parametrize("channels", [0, 2])
+def test_latent_holds_objects_and_decodes_from_them(channels: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=(1, 84, 84), object_channels=channels).eval()
+    x = torch.rand(3, 1, 84, 84)
+    latent = model.encode_latent(x)
+    assert latent.shape == (3, model.latent_dim()) == (3, 32 + object_dim(channels, (84, 84)))
+    assert model.latent_space().shape == (model.latent_dim(),)
+    # the object part is deterministic: a posterior sample differs only in the Gaussian part
+    sample = model.encode_latent(x, "sample", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sample[:, 32:], latent[:, 32:])
+    # decoding the mean latent reproduces the reconstruction
+    torch.testing.assert_close(model.decode_latent(latent), model.reconstruct(x))
+    assert model.sample_prior(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 84, 84)
+
+
+def test_odd_input_sizes_reconstruct_at_their_size() -> None:
+    model = build_model("vae", input_shape=(1, 85, 63), encoder_layers=[[8, 4, 2, 1], [16, 4, 2, 1]],
+                        object_channels=1)
+    out = model.training_loss(torch.rand(2, 1, 85, 63))
+    assert out.recon.shape == (2, 1, 85, 63)
+
+
+def test_object_channel_finds_a_small_dot() -> None:
+    """After a short training run on frames of one dot, the object channel's column projection peaks at the dot,
+    and reconstructions draw it."""
+    torch.manual_seed(0)
+    frames, _ = dot_frames(512, seed=0)
+    model = build_model("vae", input_shape=(1, 32, 32), encoder_layers=[[8, 4, 2, 1], [16, 4, 2, 1]],
+                        hidden_dim=32, latent_dim=4, object_channels=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    weights = 1.0 + 19.0 * (frames > 0.5).float()  # as the background weighting marks the dot
+    losses = []
+    for _ in range(300):
+        batch = torch.randint(0, len(frames), (64,))
+        loss = model.training_loss(frames[batch], weights[batch]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-20:]) < 0.1 * np.mean(losses[:20])
+
+    test, cols = dot_frames(200, seed=1)
+    with torch.no_grad():
+        objects = model.object_encoder(test)
+        recon = model.reconstruct(test)
+    # the dot covers columns c, c + 1; half-resolution cell j covers columns 2j, 2j + 1
+    found = objects.x[:, 0].argmax(-1).numpy() * 2 + 0.5
+    assert np.abs(found - (cols + 0.5)).max() <= 2.5
+    # the reconstruction is brightest on the dot
+    peak_cols = recon[:, 0].amax(1).argmax(-1).numpy()
+    assert np.mean(np.abs(peak_cols - (cols + 0.5)) <= 1) > 0.95
+
+
+def test_background_is_kept_in_the_weights_and_ignored_by_the_detector() -> None:
+    """Object channels see frames minus the background set by pretraining, and checkpoints carry it."""
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=(1, 84, 84), object_channels=2).eval()
+    background = torch.rand(1, 84, 84)
+    model.set_background(background)
+    assert "object_encoder.background" in model.state_dict()
+    torch.testing.assert_close(model.state_dict()["object_encoder.background"], background)
+    # a frame equal to the background looks to the detector like an empty frame does without one
+    empty = build_model("vae", input_shape=(1, 84, 84), object_channels=2).eval()
+    empty.load_state_dict({**model.state_dict(), "object_encoder.background": torch.zeros(1, 84, 84)})
+    torch.testing.assert_close(model.encode_objects(background[None]).flatten(),
+                               empty.encode_objects(torch.zeros(1, 1, 84, 84)).flatten())
+    # a plain VAE ignores it
+    build_model("vae", input_shape=(1, 84, 84)).set_background(background)

@@ -1,0 +1,117 @@
+"""A sweep directory in one table and one picture (scripts/summarize.py over a synthetic sweep)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import REPO
+from torch.utils.tensorboard import SummaryWriter
+
+from vaerl.errors import ConfigError
+from vaerl.summary import find_runs, mean_curve, run_labels, summarize
+
+RETURNS = {("Breakout", "ppo-latenttrue"): [10.0, 12.0, 14.0], ("Breakout", "ppo-latentfalse"): [4.0, 5.0, 6.0],
+           ("Pong", "ppo-latenttrue"): [-20.0, -18.0, -19.0], ("Pong", "ppo-latentfalse"): [-21.0, -21.0, -20.0]}
+
+
+def write_agent_run(run_dir: Path, final: float, seed: int, fps: float = 100.0, steps: int = 3000) -> None:
+    run_dir.mkdir(parents=True)
+    history = [{"step": s, "mean_return": final * s / steps} for s in (1000, 2000)]
+    (run_dir / "evaluations.json").write_text(json.dumps(history))
+    (run_dir / "eval.json").write_text(json.dumps({
+        "mean_return": final, "std_return": 1.0, "total_steps": steps, "train_seconds": steps / fps, "fps": fps,
+        "seed": seed, "latent": "latenttrue" in str(run_dir)}))
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "agent"
+    for (game, setting), returns in RETURNS.items():
+        for seed, final in enumerate(returns):
+            write_agent_run(root / game / setting / f"seed{seed}", final, seed)
+    return root
+
+
+def test_table_reports_mean_and_std_over_seeds_per_game_and_setting(sweep: Path) -> None:
+    summary = summarize(sweep)
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:4])
+            for line in summary.table.splitlines() if line.startswith(("| Breakout", "| Pong"))}
+    assert ("Breakout", "ppo-latenttrue", "0,1,2", "12.0 ± 2.0") in rows  # sample std of 10, 12, 14
+    assert ("Breakout", "ppo-latentfalse", "0,1,2", "5.0 ± 1.0") in rows
+    assert ("Pong", "ppo-latentfalse", "0,1,2", "-20.7 ± 0.6") in rows
+    assert len(rows) == 4
+    assert summary.table_path.read_text() == summary.table
+    image = iio.imread(summary.plot_path)
+    assert image.ndim == 3 and image.shape[0] > 400  # a row of two panels per game
+
+
+def test_wall_clock_comes_from_tensorboard_event_times(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
+    write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=3000)
+    writer = SummaryWriter(str(run_dir / "tb" / "PPO_1"))
+    for step, wall in ((1000, 1_000_050.0), (2000, 1_000_250.0)):  # 1000 steps took 200 s: 5 steps/s
+        writer.add_scalar("eval/mean_return", step / 100, step, walltime=wall)
+    writer.close()
+    (run,) = find_runs(tmp_path / "sweep")
+    # step 0 lies 200 s before step 1000; the fps fallback would have said 10 s and 20 s
+    np.testing.assert_allclose(run.curve.seconds[:2], [200.0, 400.0])
+    np.testing.assert_allclose(run.curve.steps, [1000, 2000, 3000])
+
+
+def test_pretraining_runs_get_their_own_table(tmp_path: Path) -> None:
+    for seed, loss in enumerate([100.0, 110.0]):
+        run_dir = tmp_path / "pretrain" / "Pong" / "vae" / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({
+            "completed": True, "val": {"loss": loss, "bits_per_dim": 0.02, "foreground_mse": 0.1},
+            "frames_per_s": 500.0}))
+        writer = SummaryWriter(str(run_dir / "tb"))
+        for step in (10, 20):
+            writer.add_scalar("val/loss", loss + 100 - step, step, walltime=1000.0 + step)
+        writer.close()
+    summary = summarize(tmp_path / "pretrain")
+    assert "| Pong | vae | 0,1 | 105.0 ± 7.1 | 0.0200 ± 0.0000 |" in summary.table
+    assert "Agents" not in summary.table and summary.plot_path.exists()
+
+
+def test_run_labels_drop_the_seed_and_keep_other_overrides() -> None:
+    assert run_labels(Path("Pong/ppo-latentfalse/seed2/total_steps=1000")) == ("Pong", "ppo-latentfalse/total_steps=1000", 2)
+    assert run_labels(Path("Pong/vae")) == ("Pong", "vae", None)
+
+
+def test_settings_keep_only_the_overrides_that_differ(tmp_path: Path) -> None:
+    for lr, seed in (("0.001", 0), ("0.001", 1), ("0.002", 0)):
+        write_agent_run(tmp_path / "Pong" / "ppo-latenttrue" / f"seed{seed}" / f"total_steps=3000,agent.lr={lr}", 1.0, seed)
+    settings = sorted({run.setting for run in find_runs(tmp_path)})
+    assert settings == ["ppo-latenttrue/agent.lr=0.001", "ppo-latenttrue/agent.lr=0.002"]
+
+
+def test_mean_curve_stops_where_the_shortest_seed_stops() -> None:
+    from vaerl.summary import Curve
+
+    a = Curve(np.array([0.0, 10.0, 20.0]), np.array([0.0, 1.0, 2.0]), np.zeros(3))
+    b = Curve(np.array([0.0, 10.0]), np.array([0.0, 3.0]), np.zeros(2))
+    grid, mean, std = mean_curve([a, b], "steps")
+    np.testing.assert_array_equal(grid, [0.0, 10.0])
+    np.testing.assert_allclose(mean, [0.0, 2.0])
+    np.testing.assert_allclose(std, [0.0, 1.0])
+
+
+def test_empty_directory_says_what_a_run_leaves(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="eval.json .* metrics.json"):
+        summarize(tmp_path)
+
+
+def test_script_prints_the_table(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "summarize.py"), str(sweep), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "| Breakout | ppo-latenttrue | 0,1,2 | 12.0 ± 2.0 |" in result.stdout
+    assert (out / "summary.md").exists() and (out / "curves.png").exists()

@@ -1,0 +1,319 @@
+"""A sweep in one table and one picture: gather the run directories below a folder and summarise them.
+
+A run directory is recognised by what ``train_agent`` and ``pretrain`` leave behind:
+
+* agent runs: ``eval.json`` (final return) and ``evaluations.json`` (return every ``eval.every`` steps);
+* pretraining runs: ``metrics.json`` (final validation) and TensorBoard's ``val/loss``.
+
+Runs are grouped by their path below the sweep directory with the ``seed<N>`` part removed, so
+``Breakout/ppo-latenttrue/seed0`` and ``.../seed1`` form one group: game ``Breakout``, setting
+``ppo-latenttrue`` (plus the other swept overrides in the path, less those all runs share). Each group reports mean ± std over its seeds. Wall-clock positions come from the
+TensorBoard event times of the same scalars (time since the run's first event, so the downtime of a
+requeued job is included); without event files they are estimated from the run's mean speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaerl.errors import ConfigError
+from vaerl.io import atomic_path, atomic_write
+
+log = logging.getLogger(__name__)
+
+TABLE_FILE = "summary.md"
+PLOT_FILE = "curves.png"
+_SEED = re.compile(r"^seed(\d+)$")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A learning curve: a value at each step, and the seconds since the run started at that step."""
+
+    steps: np.ndarray
+    values: np.ndarray
+    seconds: np.ndarray
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    kind: str
+    """``agent`` or ``pretrain``."""
+    game: str
+    setting: str
+    seed: int | None
+    final: dict[str, float]
+    """The figures of the table, by column name."""
+    curve: Curve | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: str
+    game: str
+    setting: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.seed for r in self.runs if r.seed is not None)
+
+
+@dataclass(frozen=True)
+class Summary:
+    table: str
+    table_path: Path
+    plot_path: Path | None
+    groups: list[Group]
+
+
+# columns of the table: (key in Run.final, header, digits)
+COLUMNS: dict[str, list[tuple[str, str, int]]] = {
+    "agent": [("return", "final return", 1), ("steps", "agent steps", 0), ("fps", "agent steps/s", 0),
+              ("hours", "train hours", 2)],
+    "pretrain": [("loss", "val loss (nats/frame)", 1), ("bits_per_dim", "bits/dim", 4),
+                 ("foreground_mse", "foreground MSE", 4), ("frames_per_s", "frames/s", 0)],
+}
+CURVE_LABEL = {"agent": "evaluation return", "pretrain": "validation loss (nats/frame)"}
+STEP_LABEL = {"agent": "agent steps", "pretrain": "gradient steps"}
+
+
+def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Summary:
+    """Write ``summary.md`` and ``curves.png`` for every run below ``sweep_dir`` (into ``out_dir``, default
+    ``sweep_dir``) and return the table."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"{sweep_dir} is not a directory: pass a sweep directory (hydra.sweep.dir, e.g. runs/agent)")
+    runs = find_runs(sweep_dir)
+    if not runs:
+        raise ConfigError(f"no finished runs below {sweep_dir}: a run leaves eval.json (agents) or metrics.json "
+                          "(pretraining); wait for the sweep to finish or point at its directory")
+    groups = group_runs(runs)
+    out = Path(out_dir) if out_dir is not None else sweep_dir
+    table = markdown_table(groups)
+    table_path = atomic_write(out / TABLE_FILE, lambda tmp: tmp.write_text(table))
+    plot_path = out / PLOT_FILE
+    if not plot_curves(groups, plot_path):
+        plot_path = None
+    return Summary(table, table_path, plot_path, groups)
+
+
+# ---------------------------------------------------------------------------------------------- reading runs
+def find_runs(sweep_dir: Path) -> list[Run]:
+    """Every finished agent or pretraining run below ``sweep_dir`` (``sweep_dir`` itself included)."""
+    runs = []
+    for marker in sorted([*sweep_dir.rglob("eval.json"), *sweep_dir.rglob("metrics.json")]):
+        run_dir = marker.parent
+        if marker.name == "metrics.json" and (run_dir / "eval.json").exists():
+            continue  # an agent run that also wrote metrics: counted once, as an agent run
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("skipping %s: %s", marker, exc)
+            continue
+        game, setting, seed = run_labels(run_dir.relative_to(sweep_dir))
+        if marker.name == "eval.json":
+            runs.append(_agent_run(run_dir, data, game, setting, seed))
+        elif data.get("completed", True):
+            runs.append(_pretrain_run(run_dir, data, game, setting, seed))
+    return drop_shared_overrides(runs)
+
+
+def drop_shared_overrides(runs: list[Run]) -> list[Run]:
+    """Remove from the settings the ``key=value`` overrides that every run shares (``total_steps=10000000``
+    in the whole sweep): the label keeps what tells the settings apart."""
+    if len(runs) < 2:
+        return runs
+    tokens = [_override_tokens(run.setting) for run in runs]
+    shared = set.intersection(*(set(t) for t in tokens))
+    if not shared:
+        return runs
+    shortened = []
+    for run in runs:
+        parts = [",".join(t for t in part.split(",") if t not in shared) if "=" in part else part
+                 for part in run.setting.split("/")]
+        shortened.append(dataclasses.replace(run, setting="/".join(p for p in parts if p) or "-"))
+    return shortened
+
+
+def _override_tokens(setting: str) -> list[str]:
+    return [token for part in setting.split("/") if "=" in part for token in part.split(",")]
+
+
+def run_labels(relative: Path) -> tuple[str, str, int | None]:
+    """``Breakout/ppo-latenttrue/seed0/total_steps=1000`` -> game, setting (the rest, seed removed), seed."""
+    parts = [p for p in relative.parts if p not in ("", ".")]
+    seeds = [int(m.group(1)) for p in parts if (m := _SEED.match(p))]
+    rest = [p for p in parts if not _SEED.match(p)]
+    game = rest[0] if rest else "run"
+    setting = "/".join(rest[1:]) or "-"
+    return game, setting, seeds[-1] if seeds else None
+
+
+def _agent_run(run_dir: Path, final: dict[str, Any], game: str, setting: str, seed: int | None) -> Run:
+    history = _read_list(run_dir / "evaluations.json")
+    steps = np.array([h["step"] for h in history], dtype=float)
+    values = np.array([h["mean_return"] for h in history], dtype=float)
+    total = float(final.get("total_steps", steps[-1] if len(steps) else 0))
+    seconds = float(final.get("train_seconds", 0.0))
+    if total and (not len(steps) or steps[-1] < total):  # the final evaluation closes the curve
+        steps, values = np.append(steps, total), np.append(values, final["mean_return"])
+    fps = float(final.get("fps") or (total / seconds if seconds else np.nan))
+    curve = Curve(steps, values, _seconds_at(run_dir, "eval/mean_return", steps, fps)) if len(steps) else None
+    figures = {"return": float(final["mean_return"]), "steps": total, "fps": fps, "hours": seconds / 3600}
+    return Run(run_dir, "agent", game, setting, seed, figures, curve)
+
+
+def _pretrain_run(run_dir: Path, metrics: dict[str, Any], game: str, setting: str, seed: int | None) -> Run:
+    val = metrics.get("val", {})
+    figures = {"loss": val.get("loss", np.nan), "bits_per_dim": val.get("bits_per_dim", np.nan),
+               "foreground_mse": val.get("foreground_mse", np.nan), "frames_per_s": metrics.get("frames_per_s", np.nan)}
+    series = tensorboard_scalars(run_dir / "tb", "val/loss")
+    curve = None
+    if series is not None:
+        steps, values, wall = series
+        curve = Curve(steps, values, wall - wall[0])
+    return Run(run_dir, "pretrain", game, setting, seed, {k: float(v) for k, v in figures.items()}, curve)
+
+
+def _read_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text()) if path.exists() else []
+    except json.JSONDecodeError:
+        log.warning("ignoring damaged %s", path)
+        return []
+
+
+def _seconds_at(run_dir: Path, tag: str, steps: np.ndarray, fps: float) -> np.ndarray:
+    """Seconds since the run started at each of ``steps``: TensorBoard event times, else ``steps / fps``."""
+    series = tensorboard_scalars(run_dir / "tb", tag)
+    if series is not None and len(series[0]) >= 2:
+        logged_steps, _, wall = series
+        # the run started before its first evaluation: place step 0 by the speed between the first two events
+        rate = (logged_steps[1] - logged_steps[0]) / max(wall[1] - wall[0], 1e-9)
+        start = wall[0] - logged_steps[0] / rate
+        return np.interp(steps, logged_steps, wall - start)
+    return steps / fps if fps and np.isfinite(fps) else np.full(len(steps), np.nan)
+
+
+def tensorboard_scalars(tb_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(steps, values, wall times) of ``tag`` over every event file below ``tb_dir``, by step; None if absent."""
+    if not tb_dir.is_dir():
+        return None
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow to import
+
+    points: dict[int, tuple[float, float]] = {}
+    for folder in sorted({p.parent for p in tb_dir.rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags().get("scalars", []):
+            for event in accumulator.Scalars(tag):
+                points[event.step] = (event.value, event.wall_time)  # a resumed run's later value wins
+    if not points:
+        return None
+    steps = np.array(sorted(points), dtype=float)
+    values = np.array([points[int(s)][0] for s in steps])
+    wall = np.array([points[int(s)][1] for s in steps])
+    return steps, values, wall
+
+
+# ---------------------------------------------------------------------------------------------- summarising
+def group_runs(runs: Iterable[Run]) -> list[Group]:
+    groups: dict[tuple[str, str, str], Group] = {}
+    for run in runs:
+        key = (run.kind, run.game, run.setting)
+        groups.setdefault(key, Group(*key)).runs.append(run)
+    return [groups[key] for key in sorted(groups)]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the sample standard deviation over seeds (0 for a single seed)."""
+    array = np.asarray(values, dtype=float)
+    return float(np.mean(array)), float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
+
+
+def markdown_table(groups: Sequence[Group]) -> str:
+    """One table per kind of run: a row per (game, setting), each figure as mean ± std over seeds."""
+    sections = []
+    by_kind: dict[str, list[Group]] = defaultdict(list)
+    for group in groups:
+        by_kind[group.kind].append(group)
+    for kind, kind_groups in by_kind.items():
+        columns = COLUMNS[kind]
+        lines = [f"### {'Agents' if kind == 'agent' else 'Pretraining'} (mean ± std over seeds)", "",
+                 "| game | setting | seeds | " + " | ".join(header for _, header, _ in columns) + " |",
+                 "|---|---|---|" + "---:|" * len(columns)]
+        for group in kind_groups:
+            cells = []
+            for key, _, digits in columns:
+                mean, std = mean_std([run.final[key] for run in group.runs])
+                cells.append(_format(mean, std, digits, len(group.runs)))
+            seeds = ",".join(map(str, group.seeds)) or "-"
+            lines.append(f"| {group.game} | {group.setting} | {seeds} | " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def _format(mean: float, std: float, digits: int, n: int) -> str:
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:,.{digits}f}" if n == 1 else f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def mean_curve(curves: Sequence[Curve], x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeds' curves on a common axis (``steps`` or ``seconds``), up to where every seed has data:
+    (x, mean, std)."""
+    axes = [getattr(c, x) for c in curves]
+    end = min(a[-1] for a in axes)
+    grid = np.unique(np.concatenate([a[a <= end] for a in axes]))
+    values = np.stack([np.interp(grid, a, c.values) for a, c in zip(axes, curves)])
+    return grid, values.mean(axis=0), values.std(axis=0)
+
+
+def plot_curves(groups: Sequence[Group], path: Path) -> bool:
+    """A row per (kind, game), the curve against steps (left) and wall-clock hours (right); False if no curves."""
+    rows = sorted({(g.kind, g.game) for g in groups if any(r.curve is not None for r in g.runs)})
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.4 * len(rows)), squeeze=False)
+    for (kind, game), (by_step, by_time) in zip(rows, axes):
+        for group in (g for g in groups if (g.kind, g.game) == (kind, game)):
+            curves = [r.curve for r in group.runs if r.curve is not None and len(r.curve.steps)]
+            if not curves:
+                continue
+            label = f"{group.setting} (n={len(curves)})"
+            for ax, x, scale in ((by_step, "steps", 1.0), (by_time, "seconds", 3600.0)):
+                usable = [c for c in curves if np.all(np.isfinite(getattr(c, x)))]
+                if not usable:
+                    continue
+                grid, mean, std = mean_curve(usable, x)
+                line, = ax.plot(grid / scale, mean, label=label)
+                ax.fill_between(grid / scale, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        by_step.set_xlabel(STEP_LABEL[kind])
+        by_time.set_xlabel("wall-clock hours")
+        for ax in (by_step, by_time):
+            ax.set_ylabel(CURVE_LABEL[kind])
+            ax.set_title(game)
+            ax.grid(alpha=0.3)
+        by_step.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
