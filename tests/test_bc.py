@@ -415,7 +415,8 @@ def test_bench_rows_from_latents_and_pixels_on_three_ways(tmp_path: Path, one_th
                          policies={"cvae": BCPolicyConfig(hidden=[16]), "mse": BCPolicyConfig(kind="mse", hidden=[16])},
                          train=TrainConfig(steps=4, batch_size=16, log_every=4),
                          pixel_train=TrainConfig(steps=2, batch_size=8, log_every=2),
-                         pretraining=EncoderPretraining(steps=2, frames=120, batch_size=8, latent_dim=4),
+                         pretraining=EncoderPretraining(steps=2, frames=120,
+                                                         model={**EncoderPretraining().model, "latent_dim": 4}),
                          work_dir=str(tmp_path / "work"), demo_episodes=2, eval_episodes=2, seeds=(0,))
     result = run_bench(config)
     assert result.encoder is not None and Path(result.encoder).is_file()

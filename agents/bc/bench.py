@@ -54,15 +54,13 @@ class EncoderPretraining:
     """The encoder pretrained for ``latent`` rows when none is given."""
 
     steps: int = 1500
-    """Gradient steps (also the one validation and checkpoint)."""
+    """Gradient steps (also the one validation and checkpoint), in batches of 64."""
     frames: int = 20_000
     """Random-policy frames from random starts to pretrain on."""
-    batch_size: int = 64
-    latent_dim: int = 16
-    """Size of the latent the ``latent`` rows' policies see."""
-    beta: float = 1.0
-    """Weight of the VAE's KL term."""
-    encoder_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in SMALL_IMAGE_LAYERS])
+    model: dict[str, Any] = field(default_factory=lambda: {
+        "kind": "vae", "latent_dim": 16, "beta": 1.0, "encoder_layers": [list(layer) for layer in SMALL_IMAGE_LAYERS]})
+    """The encoder (``kind`` and its keyword arguments, as ``model=`` of ``scripts/pretrain_vae.py``): a
+    16-d latent for the ``latent`` rows' policies, a conv trunk sized for small frames."""
 
 
 @dataclass
@@ -223,10 +221,9 @@ def pretrain_bench_encoder(config: BenchConfig) -> str:
         log.info("pretraining the %s encoder into %s", config.task, run_dir)
         pretrain(PretrainConfig(
             env=env,
-            model={"kind": "vae", "latent_dim": settings.latent_dim, "encoder_layers": settings.encoder_layers,
-                   "beta": settings.beta},
+            model=dict(settings.model),
             data=DataConfig(frames=settings.frames, root=str(Path(config.work_dir) / "frames"), extras=[]),
-            train=PretrainTrainConfig(steps=settings.steps, batch_size=settings.batch_size, val_every=settings.steps,
+            train=PretrainTrainConfig(steps=settings.steps, batch_size=64, val_every=settings.steps,
                                       val_frames=512, checkpoint_every=settings.steps, log_every=100,
                                       num_threads=config.threads),
             weighting=WeightingConfig(background_frames=500), seed=0, device=config.device, run_dir=str(run_dir),

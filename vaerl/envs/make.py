@@ -82,14 +82,8 @@ def make_env(config: EnvConfig, *, seed: int | None = None, render_mode: str | N
 
 def preprocess_spec(config: EnvConfig, env: gym.Env) -> PreprocessSpec:
     """The encoder-input spec for frames of ``env`` as configured."""
-    return PreprocessSpec.from_space(
-        env.observation_space,
-        size=config.size,
-        grayscale=config.grayscale,
-        frame_stack=config.frame_stack,
-        image_key=config.image_key,
-        layout=config.layout,
-    )
+    return PreprocessSpec.from_space(env.observation_space, size=config.size, grayscale=config.grayscale,
+                                     frame_stack=config.frame_stack, image_key=config.image_key, layout=config.layout)
 
 
 def _make_atari(config: EnvConfig, render_mode: str | None) -> gym.Env:

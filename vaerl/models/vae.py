@@ -52,8 +52,6 @@ class VAEConfig:
     """Steps over which the KL weight ramps linearly from 0 to beta."""
     object_channels: int = 0
     """Object channels beside the Gaussian latent (:mod:`vaerl.models.objects`); 0: a plain VAE."""
-    object_hidden: int = 8
-    """Width of the object detection net."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -117,7 +115,7 @@ class VAE(FrameModel):
         self.object_encoder: ObjectEncoder | None = None
         self.object_renderer: ObjectRenderer | None = None
         if config.object_channels:
-            self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels, config.object_hidden)
+            self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
             self.object_renderer = ObjectRenderer(config.object_channels, channels, (height, width))
 
     # ------------------------------------------------------------------ the four VAE pieces
