@@ -18,7 +18,11 @@ from vaerl.data.dataset import FrameDataset
 
 
 class BatchLoader:
-    """Endless iterator of uint8 ``(B, C*frame_stack, H, W)`` tensors drawn from ``indices``."""
+    """Endless iterator of uint8 ``(B, C*frame_stack, H, W)`` tensors drawn from ``indices``.
+
+    ``skip`` batches are drawn (not loaded) first, so a run resumed at step ``skip`` sees the same
+    batches as one that was never interrupted.
+    """
 
     def __init__(
         self,
@@ -28,6 +32,7 @@ class BatchLoader:
         *,
         frame_stack: int = 1,
         seed: int = 0,
+        skip: int = 0,
         prefetch: int = 4,
         pin_memory: bool = False,
     ) -> None:
@@ -37,6 +42,8 @@ class BatchLoader:
         self.batch_size, self.frame_stack = batch_size, frame_stack
         self.pin_memory = pin_memory
         self.rng = np.random.default_rng(seed)
+        for _ in range(skip):  # a resumed run draws the batches an uninterrupted one would have drawn next
+            self._draw()
         self.wait_seconds = 0.0
         self._queue: queue.Queue[torch.Tensor] = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -61,9 +68,13 @@ class BatchLoader:
                 pass
             self._thread.join(timeout=0.05)
 
+    def _draw(self) -> np.ndarray:
+        """The sorted frame indices of the next batch."""
+        return np.sort(self.rng.choice(self.indices, size=self.batch_size, replace=len(self.indices) < self.batch_size))
+
     def _produce(self) -> None:
         while not self._stop.is_set():
-            picks = np.sort(self.rng.choice(self.indices, size=self.batch_size, replace=len(self.indices) < self.batch_size))
+            picks = self._draw()
             batch = torch.from_numpy(self.dataset.stacked_frames(picks, self.frame_stack))
             if self.pin_memory:
                 batch = batch.pin_memory()

@@ -189,7 +189,7 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     distributed = run.distributed  # each process draws its share of the batch from its own block of frames
     loader = BatchLoader(run.dataset, distributed.shard(run.train_idx),
                          distributed.local_batch_size(train.batch_size), frame_stack=run.spec.frame_stack,
-                         seed=distributed.loader_seed(cfg.seed + start_step), pin_memory=run.device.type == "cuda")
+                         seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda")
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
     writer = SummaryWriter(str(run.run_dir / "tb")) if run.is_writer else None
     bar = tqdm(total=train.steps, initial=start_step, desc=f"pretrain {model.kind}", unit="step",
