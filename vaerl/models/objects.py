@@ -7,17 +7,20 @@ gives the model a second, deterministic path for objects, in the spirit of spati
 control (Finn et al. 2016, "Deep Spatial Autoencoders for Visuomotor Learning") and keypoint
 bottlenecks (Jakab et al. 2018; Kulkarni et al. 2019):
 
-* a cheap conv net at half the input resolution gives each of ``K`` object channels a map of
-  detection scores in [0, 1] (plus a learned per-location bias, so a channel can prefer, say, the
-  paddle's row);
-* the channel's part of the latent is the map's two max-projections: ``x`` over columns (how strongly
-  the channel fires in each column) and ``y`` over rows, ``H' + W'`` numbers per channel;
+* a cheap conv net at half the input resolution scores every location for each of ``K`` object
+  channels and one "nothing" channel; a softmax over the channels at each location makes them compete,
+  so two channels cannot both settle on the same object. The net sees the frame minus the static
+  background (the training data's median frame, kept in the weights), so walls and intact bricks
+  cannot capture a channel, and a learned per-location bias lets a channel prefer, say, the paddle's row;
+* the channel's part of the latent is its map's two projections, a smooth maximum over rows (``x``, how
+  strongly the channel fires in each column) and over columns (``y``): ``H' + W'`` numbers per channel;
 * the decoder renders each channel back as the outer product ``y x^T`` (for one object, its box) and
   adds what a small conv net makes of those maps to the global decoder's logits.
 
 A projection is a soft one-hot over columns: linearly decodable to the column itself, which is what
-the linear probes measure and what a small policy network needs. The gradient reaches the detector
-where the object is, with no competition between locations, so it trains in a few thousand steps.
+the linear probes measure and what a small policy network needs. Measured limits (BENCHMARKS.md): the
+trained channels take the largest moving things first (paddle, bricks, score), so a channel may hold the
+ball together with another object, and the outer product then draws ghosts.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from torch import nn
 
 
 class ObjectProjections(NamedTuple):
-    x: torch.Tensor  # (N, K, W') max over rows of each channel's detection map
-    y: torch.Tensor  # (N, K, H') max over columns
+    x: torch.Tensor  # (N, K, W') smooth max over rows of each channel's detection map
+    y: torch.Tensor  # (N, K, H') smooth max over columns
 
     def flatten(self) -> torch.Tensor:
         """``(N, K * (W' + H'))``: per channel the column projection, then the row projection."""
