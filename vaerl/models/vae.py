@@ -140,8 +140,8 @@ class VAE(FrameModel):
         return logits
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|latent) in [0, 1] for z, or z followed by object projections; frames shown are always
-        this mean, never a sample."""
+        """Mean of p(x|latent) in [0, 1] for a flat latent (z, then any object projections); frames shown are
+        always this mean, never a sample."""
         z, objects = self.split_latent(latent)
         return torch.sigmoid(self.decode_logits(z, objects))
 
@@ -152,7 +152,7 @@ class VAE(FrameModel):
     def split_latent(self, latent: torch.Tensor) -> tuple[torch.Tensor, ObjectProjections | None]:
         """A flat latent -> the Gaussian part and, with object channels, their projections."""
         z = latent[:, : self.config.latent_dim]
-        if self.object_encoder is None or latent.shape[1] == self.config.latent_dim:
+        if self.object_encoder is None:
             return z, None
         return z, self.object_encoder.split(latent[:, self.config.latent_dim:])
 
@@ -188,7 +188,7 @@ class VAE(FrameModel):
         """Decoder means of ``n`` prior samples z ~ N(0, I) (object channels have no prior: none fire)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
-        return self.decode(z)
+        return torch.sigmoid(self.decode_logits(z))
 
     def describe_latent(self) -> str:
         if not self.config.object_channels:
