@@ -106,7 +106,7 @@ def test_latent_run_writes_every_output(trained: Path) -> None:
 def test_saved_agent_reloads_with_its_encoder_and_reproduces_its_evaluation(trained: Path) -> None:
     agent = load_agent(trained, device="cpu", n_envs=2)
     assert agent.encoder is not None and agent.encoder.info.env_id == "vaerl/FakeFrames-v0"
-    assert agent.env.observation_space.shape == (4 * 4,)  # 4 stacked 4-d latents
+    assert agent.env.observation_space.shape == (4 * (4 + 40 + 40),)  # 4 stacked latents: 4-d z, 40 + 40 foreground sums
     cfg = agent.config
     again = evaluate(agent.model, agent.env, cfg.eval.final_episodes, cfg.seed + cfg.eval.seed_offset)
     assert again["returns"] == json.loads((trained / "eval.json").read_text())["returns"]
@@ -186,7 +186,7 @@ def test_each_run_gets_its_observation_pipeline(runs: Path) -> None:
     cpu = torch.device("cpu")
     cartpole = {"name": "CartPole", "id": "CartPole-v1", "kind": "gym", "size": None}
     cases = {
-        LatentObservations: (config(runs), (16,), "MlpPolicy", 1),
+        LatentObservations: (config(runs), (4 * (4 + 40 + 40),), "MlpPolicy", 1),
         FinetuneObservations: (config(runs, **{"encoder.finetune": True}), (4, 40, 40), "MlpPolicy", 2),
         PixelObservations: (config(runs, latent=False), (4, 40, 40), "CnnPolicy", 2),
         RawObservations: (config(runs, latent=False, env=cartpole), (4,), "MlpPolicy", 1),

@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VAE
 from safetensors.torch import load_file, save_file
 
 import vaerl
 from vaerl.checkpoint import load_model, read_checkpoint_info, save_checkpoint
 from vaerl.encoder import check_encoder_env, env_differences
-from vaerl.envs import make_env
+from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import CheckpointError, ObservationError
+from vaerl.models import build_model
 from vaerl.models.blocks import to_unit
 
 
@@ -169,3 +171,18 @@ def test_check_encoder_env_raises_the_callers_error_with_its_fix(checkpoint: Pat
     with pytest.raises(ValueError, match=r"enc was pretrained on other frames than this env: env.grayscale=False "
                                          r"here, True in pretraining. Retrain"):
         check_encoder_env(info, changed, where="enc", fix="Retrain", error=ValueError)
+
+
+def test_checkpoints_from_before_a_default_changed_build_what_they_were(tmp_path: Path, fake_config) -> None:
+    """A VAE written before foreground projections were the default stored no such key: it loads without them."""
+    env = make_env(fake_config)
+    spec = preprocess_spec(fake_config, env)
+    model = build_model("vae", input_shape=spec.input_shape, foreground_projections=False, **TINY_VAE).eval()
+    path = save_checkpoint(tmp_path / "old.safetensors", model, spec, fake_config.to_dict())
+    config = dict(read_checkpoint_info(path).model_config)
+    del config["foreground_projections"]
+    _rewrite_metadata(path, model_config=json.dumps(config))
+    loaded, _ = load_model(path)
+    assert loaded.object_encoder is None and loaded.latent_dim() == model.latent_dim()
+    x = torch.rand(2, *spec.input_shape)
+    torch.testing.assert_close(loaded.encode_latent(x), model.encode_latent(x))

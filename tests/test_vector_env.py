@@ -110,13 +110,14 @@ def test_gymnasium_wrapper_on_ale_pys_own_vector_env(tmp_path) -> None:
     ale = ale_py.AtariVectorEnv("breakout", 2, stack_num=1, episodic_life=True, autoreset_mode="SameStep")
     venv = vaerl.wrap(ale, ckpt, device="cpu", stack=2, preprocess={"source_shape": (1, 84, 84), "layout": "chw"})
     obs, _ = venv.reset(seed=0)
-    assert obs.shape == (2, 8) and obs in venv.observation_space
+    dim = 4 + 84 + 84  # z, then the foreground's column and row sums
+    assert obs.shape == (2, 2 * dim) and obs in venv.observation_space
     for _ in range(500):  # a lost life ends (and resets) an ale-py episode here
         obs, _, terminated, truncated, info = venv.step(np.ones(2, dtype=np.int64))
         if (terminated | truncated).any():
             break
     done = np.flatnonzero(terminated | truncated)
-    assert done.size and info["final_obs"].shape == (2, 8)
+    assert done.size and info["final_obs"].shape == (2, 2 * dim)
     for i in done:
-        assert np.allclose(obs[i, :4], obs[i, 4:])  # restarted history
+        assert np.allclose(obs[i, :dim], obs[i, dim:])  # restarted history
         assert info["final_obs"][i] in venv.single_observation_space

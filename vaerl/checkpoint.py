@@ -70,9 +70,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str |
     info = _info(path, metadata)
     if kind is not None and info.kind != kind:
         raise CheckpointError(f"{path} holds a {info.kind!r} model, not the requested {kind!r}")
-    model_class(info.kind)
+    cls = model_class(info.kind)
     try:
-        model = build_model(info.kind, **info.model_config)
+        model = build_model(info.kind, **cls.stored_config(info.model_config))
     except Exception as exc:  # a config this vaerl cannot build
         raise CheckpointError(f"cannot rebuild the {info.kind} model of {path} ({exc}); it was written by vaerl "
                               f"{info.vaerl_version}, this is {vaerl.__version__}") from exc

@@ -31,12 +31,12 @@ def latent_traversal(
 ) -> torch.Tensor:
     """Decoder means ``(rows, steps, C, H, W)`` sweeping each latent axis in ``dims`` around ``frame``.
 
-    ``frame`` is one float frame ``(1, C, H, W)`` in [0, 1]; ``dims`` defaults to every axis (the
-    first axis of ``model.latent_shape("mean")``: VAE latent dimensions / VQ-VAE code channels).
+    ``frame`` is one float frame ``(1, C, H, W)`` in [0, 1]; ``dims`` defaults to every axis
+    (``model.num_axes``: VAE latent dimensions / VQ-VAE code channels).
     """
     values = torch.linspace(-span, span, steps, device=frame.device)
     z = model.encode_latent(frame, "mean")[0]
-    dims = range(model.latent_shape("mean")[0]) if dims is None else dims
+    dims = range(model.num_axes) if dims is None else dims
     return torch.stack([model.decode_latent(model.traverse(z, d, values), "mean") for d in dims])
 
 

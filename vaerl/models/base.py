@@ -72,6 +72,12 @@ class FrameModel(nn.Module):
         super().__init__()
         self.config = config
 
+    @classmethod
+    def stored_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config read from a checkpoint, with the values older vaerl versions meant by the keys they
+        did not write yet (a default that changed must not change what an old checkpoint builds)."""
+        return config
+
     # ------------------------------------------------------------------ the latent contract
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -123,10 +129,14 @@ class FrameModel(nn.Module):
         """A short human description of the latent, e.g. ``32-d`` or ``10x10x8 grid``."""
         return f"{self.latent_dim('mean')}-d"
 
+    @property
+    def num_axes(self) -> int:
+        """How many axes :meth:`traverse` can sweep (default: the first axis of the mean latent)."""
+        return self.latent_shape("mean")[0]
+
     def latent_axes(self, x: torch.Tensor, limit: int) -> LatentAxes:
         """Up to ``limit`` traversal axes, most informative on frames ``x`` first (default: in order)."""
-        count = self.latent_shape("mean")[0]
-        return LatentAxes("latent dimensions", list(range(min(limit, count))), {})
+        return LatentAxes("latent dimensions", list(range(min(limit, self.num_axes))), {})
 
     def traverse(self, latent: torch.Tensor, dim: int, values: torch.Tensor) -> torch.Tensor:
         """Flat mean latents ``(len(values), latent_dim)`` that move one ``latent`` along axis ``dim``.

@@ -44,6 +44,19 @@ class ObjectProjections(NamedTuple):
         """``(N, K, H', W')`` outer products ``y x^T``: for a single object, its bounding box."""
         return self.y.unsqueeze(-1) * self.x.unsqueeze(-2)
 
+    @classmethod
+    def zeros(cls, n: int, channels: int, grid: tuple[int, int], like: torch.Tensor) -> ObjectProjections:
+        """Projections of ``n`` frames with nothing in them."""
+        height, width = grid
+        return cls(like.new_zeros(n, channels, width), like.new_zeros(n, channels, height))
+
+    @classmethod
+    def unflatten(cls, flat: torch.Tensor, channels: int, grid: tuple[int, int]) -> ObjectProjections:
+        """Inverse of :meth:`flatten`."""
+        height, width = grid
+        parts = flat.reshape(-1, channels, width + height)
+        return cls(parts[..., :width], parts[..., width:])
+
 
 def soft_max(scores: torch.Tensor, dim: int, temperature: float = 0.05) -> torch.Tensor:
     """A smooth maximum of scores in [0, 1] along ``dim``: their average weighted by a sharp softmax.
@@ -57,12 +70,6 @@ def soft_max(scores: torch.Tensor, dim: int, temperature: float = 0.05) -> torch
 def object_grid(input_hw: tuple[int, int]) -> tuple[int, int]:
     """Detection-map size for an input size: half resolution (84x84 -> 42x42)."""
     return input_hw[0] // 2, input_hw[1] // 2
-
-
-def object_dim(channels: int, input_hw: tuple[int, int]) -> int:
-    """How many latent numbers ``channels`` object channels add per frame."""
-    height, width = object_grid(input_hw)
-    return channels * (height + width)
 
 
 class ObjectEncoder(nn.Module):
@@ -89,20 +96,56 @@ class ObjectEncoder(nn.Module):
         scores = torch.softmax(self.net(x - self.background) + self.location_bias, dim=1)[:, : self.channels]
         return ObjectProjections(soft_max(scores, -2), soft_max(scores, -1))
 
-    def empty(self, n: int, like: torch.Tensor) -> ObjectProjections:
-        """Projections of ``n`` frames in which no channel fires."""
-        height, width = self.grid
-        return ObjectProjections(like.new_zeros(n, self.channels, width), like.new_zeros(n, self.channels, height))
+    @staticmethod
+    def maps(objects: ObjectProjections) -> torch.Tensor:
+        """What :class:`ObjectRenderer` draws from: each channel's box, already at half resolution."""
+        return objects.maps()
 
-    def split(self, flat: torch.Tensor) -> ObjectProjections:
-        """Inverse of :meth:`ObjectProjections.flatten`."""
-        height, width = self.grid
-        parts = flat.reshape(-1, self.channels, width + height)
-        return ObjectProjections(parts[..., :width], parts[..., width:])
+    @property
+    def latent_dim(self) -> int:
+        return self.channels * sum(self.grid)
+
+
+class ForegroundProjections(nn.Module):
+    """Frames ``(N, C, H, W)`` -> the projections of their foreground at full resolution, one channel.
+
+    The foreground is each pixel's distance from the static background (the training data's median frame,
+    set by pretraining and kept in the weights), summed over colour channels; ``x`` holds its column sums and
+    ``y`` its row sums, ``H + W`` numbers per frame. Nothing is learned and nothing is dropped: every
+    object, however small, adds its intensity to its rows and columns, and sums (not maxima) stay linear
+    in the pixels, so how a one-pixel ball splits its intensity between two columns (its sub-pixel place)
+    survives too. Objects that share a row or a column add up there; the Gaussian latent beside these
+    numbers is free to encode which is which.
+    """
+
+    channels = 1
+
+    def __init__(self, in_channels: int, input_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid = (int(input_hw[0]), int(input_hw[1]))
+        self.register_buffer("background", torch.zeros(in_channels, *self.grid))
+
+    @property
+    def latent_dim(self) -> int:
+        return sum(self.grid)
+
+    def forward(self, x: torch.Tensor) -> ObjectProjections:
+        foreground = (x - self.background).abs_()
+        if foreground.shape[1] > 1:
+            foreground = foreground.sum(1, keepdim=True)
+        return ObjectProjections(foreground.sum(-2), foreground.sum(-1))
+
+    @staticmethod
+    def maps(objects: ObjectProjections) -> torch.Tensor:
+        """The foreground's best rank-one picture ``y x^T / mass`` (exact for one uniform box), at half resolution
+        for :class:`ObjectRenderer`."""
+        mass = objects.x.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1e-3)
+        return F.avg_pool2d(objects.maps() / mass, 2)
 
 
 class ObjectRenderer(nn.Module):
-    """Object maps at half resolution -> logits ``(N, C, H, W)`` to add to the decoder's.
+    """Object maps at half resolution (an object encoder's ``maps``) -> logits ``(N, C, H, W)`` to add to the
+    decoder's.
 
     Convolutions run at half resolution and a pixel shuffle doubles it: on a CPU this is several times
     faster than a transposed convolution to full size.
@@ -116,8 +159,8 @@ class ObjectRenderer(nn.Module):
             nn.Conv2d(hidden, 4 * out_channels, 3, 1, 1), nn.PixelShuffle(2),
         )
 
-    def forward(self, objects: ObjectProjections) -> torch.Tensor:
-        logits = self.net(objects.maps())
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        logits = self.net(maps)
         # odd input sizes: the last row / column repeats its neighbour
         height, width = self.output_hw
         pad = (0, width - logits.shape[-1], 0, height - logits.shape[-2])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from vaerl.models.blocks import (
     as_layers,
     conv_output_sizes,
 )
-from vaerl.models.objects import ObjectEncoder, ObjectProjections, ObjectRenderer, object_dim
+from vaerl.models.objects import ForegroundProjections, ObjectEncoder, ObjectProjections, ObjectRenderer
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -51,7 +51,10 @@ class VAEConfig:
     kl_warmup_steps: int = 0
     """Steps over which the KL weight ramps linearly from 0 to beta."""
     object_channels: int = 0
-    """Object channels beside the Gaussian latent (:mod:`vaerl.models.objects`); 0: a plain VAE."""
+    """Learned object channels beside the Gaussian latent (:class:`vaerl.models.objects.ObjectEncoder`)."""
+    foreground_projections: bool = True
+    """The foreground's row and column sums beside the Gaussian latent
+    (:class:`vaerl.models.objects.ForegroundProjections`)."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -61,6 +64,9 @@ class VAEConfig:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if self.object_channels < 0:
             raise ValueError(f"object_channels must be >= 0, got {self.object_channels}")
+        if self.object_channels and self.foreground_projections:
+            raise ValueError("object_channels and foreground_projections are two object paths; choose one "
+                             "(object_channels=0 or foreground_projections=false)")
 
 
 class VAEOutput(NamedTuple):
@@ -91,6 +97,11 @@ class VAE(FrameModel):
     latent_modes = ("mean", "sample")
     can_sample_prior = True
 
+    @classmethod
+    def stored_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        # checkpoints from before foreground projections were the default have none
+        return {"foreground_projections": False, **config}
+
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
         channels, height, width = config.input_shape
@@ -111,12 +122,15 @@ class VAE(FrameModel):
         )
         self.decoder = ConvDecoderTrunk(dec_grid[0], channels, layers, sizes, config.decoder_width)
 
-        # the deterministic object path (vaerl.models.objects): detection maps in, rendered maps out
-        self.object_encoder: ObjectEncoder | None = None
+        # the deterministic object path (vaerl.models.objects): projections in, rendered maps out
+        self.object_encoder: ObjectEncoder | ForegroundProjections | None = None
         self.object_renderer: ObjectRenderer | None = None
         if config.object_channels:
             self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
-            self.object_renderer = ObjectRenderer(config.object_channels, channels, (height, width))
+        elif config.foreground_projections:
+            self.object_encoder = ForegroundProjections(channels, (height, width))
+        if self.object_encoder is not None:
+            self.object_renderer = ObjectRenderer(self.object_encoder.channels, channels, (height, width))
 
     # ------------------------------------------------------------------ the four VAE pieces
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,9 +148,10 @@ class VAE(FrameModel):
         h = self.from_latent(z).view(-1, *self.dec_grid)
         logits = self.decoder(h)
         if self.object_renderer is not None:
+            encoder = self.object_encoder
             if objects is None:  # no objects given: an empty scene (prior samples)
-                objects = self.object_encoder.empty(len(z), z)  # type: ignore[union-attr]
-            logits = logits + self.object_renderer(objects)
+                objects = ObjectProjections.zeros(len(z), encoder.channels, encoder.grid, z)  # type: ignore[union-attr]
+            logits = logits + self.object_renderer(encoder.maps(objects))  # type: ignore[union-attr]
         return logits
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
@@ -154,7 +169,8 @@ class VAE(FrameModel):
         z = latent[:, : self.config.latent_dim]
         if self.object_encoder is None:
             return z, None
-        return z, self.object_encoder.split(latent[:, self.config.latent_dim:])
+        encoder = self.object_encoder
+        return z, ObjectProjections.unflatten(latent[:, self.config.latent_dim:], encoder.channels, encoder.grid)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
         mu, logvar = self.encode(x)
@@ -165,7 +181,8 @@ class VAE(FrameModel):
     # ------------------------------------------------------------------ the latent contract
     def latent_shape(self, mode: str = "mean") -> tuple[int, ...]:
         self.check_mode(mode)
-        return (self.config.latent_dim + object_dim(self.config.object_channels, self.input_shape[1:]),)
+        objects = self.object_encoder.latent_dim if self.object_encoder is not None else 0
+        return (self.config.latent_dim + objects,)
 
     def encode_latent(self, x: torch.Tensor, mode: str = "mean", *,
                       generator: torch.Generator | None = None) -> torch.Tensor:
@@ -191,14 +208,20 @@ class VAE(FrameModel):
         return torch.sigmoid(self.decode_logits(z))
 
     def describe_latent(self) -> str:
-        if not self.config.object_channels:
+        if self.object_encoder is None:
             return super().describe_latent()
-        k, (height, width) = self.config.object_channels, self.object_encoder.grid  # type: ignore[union-attr]
-        return f"{self.config.latent_dim}-d + {k}x({width}+{height}) object projections"
+        k, (height, width) = self.object_encoder.channels, self.object_encoder.grid
+        kind = "foreground" if isinstance(self.object_encoder, ForegroundProjections) else "object"
+        return f"{self.config.latent_dim}-d + {k}x({width}+{height}) {kind} projections"
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""
         return self.sample_prior(n, generator=generator)
+
+    @property
+    def num_axes(self) -> int:
+        """The Gaussian dimensions; object projections are measurements of the frame, not axes to sweep."""
+        return self.config.latent_dim
 
     @torch.no_grad()
     def kl_per_dimension(self, x: torch.Tensor) -> torch.Tensor:
