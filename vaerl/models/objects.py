@@ -1,11 +1,17 @@
-"""Object channels: where the small things are, in numbers a linear layer can read.
+"""Object paths: where the small things are, in numbers a linear layer can read.
+
+Two paths, either of which a VAE can carry beside its Gaussian latent:
+
+* :class:`ForegroundProjections` (the default): the column and row sums of the frame's distance from the
+  static background. Nothing learned, nothing dropped; see its docstring.
+* :class:`ObjectEncoder` (experimental, learned object channels), described below.
 
 A VAE with one global Gaussian latent draws Atari's ball as a smudge: a two-pixel object costs the KL
 term more than it buys in reconstruction, and even when its position is in the code it is folded
-nonlinearly into a few dimensions that neither a linear probe nor a small policy unpicks. This module
-gives the model a second, deterministic path for objects, in the spirit of spatial feature points for
-control (Finn et al. 2016, "Deep Spatial Autoencoders for Visuomotor Learning") and keypoint
-bottlenecks (Jakab et al. 2018; Kulkarni et al. 2019):
+nonlinearly into a few dimensions that neither a linear probe nor a small policy unpicks. Both paths
+give the model a second, deterministic way to say where things are, in the spirit of spatial feature
+points for control (Finn et al. 2016, "Deep Spatial Autoencoders for Visuomotor Learning") and keypoint
+bottlenecks (Jakab et al. 2018; Kulkarni et al. 2019). The learned object channels work like this:
 
 * a cheap conv net at half the input resolution scores every location for each of ``K`` object
   channels and one "nothing" channel; a softmax over the channels at each location makes them compete,
@@ -17,10 +23,11 @@ bottlenecks (Jakab et al. 2018; Kulkarni et al. 2019):
 * the decoder renders each channel back as the outer product ``y x^T`` (for one object, its box) and
   adds what a small conv net makes of those maps to the global decoder's logits.
 
-A projection is a soft one-hot over columns: linearly decodable to the column itself, which is what
-the linear probes measure and what a small policy network needs. Measured limits (BENCHMARKS.md): the
-trained channels take the largest moving things first (paddle, bricks, score), so a channel may hold the
-ball together with another object, and the outer product then draws ghosts.
+In both paths a projection is a soft one-hot over columns: linearly decodable to the column itself,
+which is what the linear probes measure and what a small policy network needs. Measured limits of the
+learned channels (BENCHMARKS.md): they take the largest moving things first (paddle, bricks, score), so a
+channel may hold the ball together with another object, the outer product then draws ghosts, and they
+probe below the foreground projections.
 """
 
 from __future__ import annotations
@@ -130,7 +137,7 @@ class ForegroundProjections(nn.Module):
         return sum(self.grid)
 
     def forward(self, x: torch.Tensor) -> ObjectProjections:
-        foreground = (x - self.background).abs_()
+        foreground = (x - self.background).abs()
         if foreground.shape[1] > 1:
             foreground = foreground.sum(1, keepdim=True)
         return ObjectProjections(foreground.sum(-2), foreground.sum(-1))
