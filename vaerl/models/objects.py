@@ -82,6 +82,9 @@ def object_grid(input_hw: tuple[int, int]) -> tuple[int, int]:
 class ObjectEncoder(nn.Module):
     """Frames ``(N, C, H, W)`` -> :class:`ObjectProjections` at half resolution."""
 
+    name = "object"
+    """What :meth:`vaerl.models.VAE.describe_latent` calls its projections."""
+
     def __init__(self, in_channels: int, input_hw: tuple[int, int], channels: int, hidden: int = 8) -> None:
         super().__init__()
         self.grid = object_grid(input_hw)
@@ -126,6 +129,7 @@ class ForegroundProjections(nn.Module):
     """
 
     channels = 1
+    name = "foreground"
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int]) -> None:
         super().__init__()

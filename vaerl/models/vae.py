@@ -210,9 +210,9 @@ class VAE(FrameModel):
     def describe_latent(self) -> str:
         if self.object_encoder is None:
             return super().describe_latent()
-        k, (height, width) = self.object_encoder.channels, self.object_encoder.grid
-        kind = "foreground" if isinstance(self.object_encoder, ForegroundProjections) else "object"
-        return f"{self.config.latent_dim}-d + {k}x({width}+{height}) {kind} projections"
+        encoder = self.object_encoder
+        height, width = encoder.grid
+        return f"{self.config.latent_dim}-d + {encoder.channels}x({width}+{height}) {encoder.name} projections"
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""
