@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vaerl.models import build_model
-from vaerl.models.objects import ForegroundProjections, ObjectEncoder, ObjectProjections
+from vaerl.models.objects import PART_STATS, ForegroundProjections, ObjectEncoder, ObjectProjections
 
 
 def dot_frames(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -45,7 +45,8 @@ def test_maps_are_outer_products() -> None:
 
 
 @pytest.mark.parametrize(("path", "extra"), [({"foreground_projections": False}, 0), ({"object_channels": 2, "foreground_projections": False}, 2 * (42 + 42)),
-                                              ({"foreground_projections": True}, 84 + 84)])
+                                              ({"foreground_projections": True}, 84 + 84),
+                                              ({"foreground_parts": 3}, 84 + 84 + 3 * PART_STATS)])
 def test_latent_holds_objects_and_decodes_from_them(path: dict, extra: int) -> None:
     torch.manual_seed(0)
     model = build_model("vae", input_shape=(1, 84, 84), **path).eval()
@@ -148,9 +149,9 @@ def test_foreground_maps_draw_a_box_exactly() -> None:
     frame = torch.zeros(1, 1, 8, 8)
     frame[0, 0, 2:4, 4:8] = 0.5
     objects = ForegroundProjections(1, (8, 8))(frame)
-    torch.testing.assert_close(ForegroundProjections.maps(objects), torch.nn.functional.avg_pool2d(frame, 2))
+    torch.testing.assert_close(ForegroundProjections(1, (8, 8)).maps(objects), torch.nn.functional.avg_pool2d(frame, 2))
     # an empty frame draws nothing (and does not divide by zero)
-    assert ForegroundProjections.maps(ForegroundProjections(1, (8, 8))(torch.zeros(1, 1, 8, 8))).abs().max() == 0
+    assert ForegroundProjections(1, (8, 8)).maps(ForegroundProjections(1, (8, 8))(torch.zeros(1, 1, 8, 8))).abs().max() == 0
 
 
 def test_foreground_path_reconstructs_a_small_dot_the_plain_vae_smudges() -> None:
@@ -181,3 +182,85 @@ def test_foreground_path_reconstructs_a_small_dot_the_plain_vae_smudges() -> Non
 def test_two_object_paths_are_refused() -> None:
     with pytest.raises(ValueError, match="choose one"):
         build_model("vae", input_shape=(1, 84, 84), object_channels=2, foreground_projections=True)
+
+
+def paddle_frames(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Pong-like frames: a 4-pixel paddle at a random row on the left and another on the right, same colour.
+
+    Their row sums overlap in kind: only a partition of the foreground says which rows are whose."""
+    rng = np.random.default_rng(seed)
+    frames = torch.zeros(n, 1, size, size)
+    left, right = rng.integers(2, size - 6, n), rng.integers(2, size - 6, n)
+    for i in range(n):
+        frames[i, 0, left[i]:left[i] + 4, 3] = 0.8
+        frames[i, 0, right[i]:right[i] + 4, size - 4] = 0.8
+    return frames, left, right
+
+
+def test_part_statistics_are_each_parts_mass_centre_and_spread() -> None:
+    """With the partition fixed by hand (left half: part 0, right half: part 1), each part measures its own box."""
+    encoder = ForegroundProjections(in_channels=1, input_hw=(8, 10), parts=2)
+    with torch.no_grad():
+        for parameter in encoder.part_net.parameters():
+            parameter.zero_()
+        encoder.part_prior.fill_(-50.0)
+        encoder.part_prior[0, :, :2] = encoder.part_prior[1, :, 3:] = 50.0
+    frame = torch.zeros(1, 1, 8, 10)
+    frame[0, 0, 1:3, 1] = 0.5   # left: 2 pixels, rows 1-2, column 1
+    frame[0, 0, 4:8, 8] = 1.0   # right: 4 pixels, rows 4-7, column 8
+    objects = encoder(frame)
+    assert objects.parts.shape == (1, 2, PART_STATS) and encoder.latent_dim == 8 + 10 + 2 * PART_STATS
+    xs, ys = torch.linspace(-1, 1, 10), torch.linspace(-1, 1, 8)
+    expected = torch.tensor([
+        [1.0, xs[1], ys[1:3].mean(), 0.0, ys[1:3].std(unbiased=False)],
+        [4.0, xs[8], ys[4:8].mean(), 0.0, ys[4:8].std(unbiased=False)],
+    ])
+    torch.testing.assert_close(objects.parts[0], expected, atol=2e-3, rtol=0)
+    # the sums still hold the whole foreground, and everything round-trips through the flat latent
+    assert float(objects.x.sum()) == pytest.approx(5.0)
+    for a, b in zip(ObjectProjections.unflatten(objects.flatten(), 1, encoder.grid, parts=2), objects):
+        torch.testing.assert_close(a, b)
+
+
+def test_part_blobs_hold_each_parts_mass_at_its_centre() -> None:
+    encoder = ForegroundProjections(in_channels=1, input_hw=(16, 16), parts=2)
+    parts = torch.tensor([[[2.0, -0.5, 0.5, 0.1, 0.2], [0.0, 0.0, 0.0, 0.0, 0.0]]])
+    maps = encoder.maps(ObjectProjections(torch.zeros(1, 1, 16), torch.zeros(1, 1, 16), parts))
+    assert maps.shape == (1, 3, 8, 8)
+    blob = maps[0, 1]
+    assert float(blob.sum()) == pytest.approx(2.0 / 4)  # the mass, as the average-pooled foreground holds it
+    row, col = divmod(int(blob.argmax()), 8)
+    assert (row, col) in {(5, 2), (6, 2)}  # y = 0.5 and x = -0.5 on the half-resolution grid
+    assert maps[0, 2].abs().max() == 0  # an empty part draws nothing
+
+
+def test_training_separates_objects_that_share_rows_into_parts() -> None:
+    """Reconstruction teaches the partition to give each paddle its own part; at random init parts mix them."""
+    frames, _, _ = paddle_frames(1024, seed=0)
+    test, left, right = paddle_frames(300, seed=1)
+
+    def best_tracking(model: torch.nn.Module) -> list[float]:
+        """Per paddle, how well the best part's centre follows its row (|correlation|)."""
+        with torch.no_grad():
+            centres = model.object_encoder(test).parts[..., 2].numpy()
+        return [max(abs(np.corrcoef(centres[:, k], rows)[0, 1]) for k in range(2)) for rows in (left, right)]
+
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=(1, 32, 32), encoder_layers=[[8, 4, 2, 1], [16, 4, 2, 1]],
+                        hidden_dim=32, latent_dim=4, foreground_parts=2)
+    assert min(best_tracking(model)) < 0.9
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        batch = frames[torch.randint(0, len(frames), (64,))]
+        loss = model.training_loss(batch, 1.0 + 19.0 * (batch > 0.5).float()).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert min(best_tracking(model)) > 0.99
+
+
+def test_parts_need_the_foreground_projections() -> None:
+    with pytest.raises(ValueError, match="foreground_projections=true or foreground_parts=0"):
+        build_model("vae", input_shape=(1, 84, 84), foreground_projections=False, foreground_parts=2)
+    with pytest.raises(ValueError, match="foreground_parts must be >= 0"):
+        build_model("vae", input_shape=(1, 84, 84), foreground_parts=-1)

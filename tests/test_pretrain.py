@@ -57,6 +57,22 @@ def test_recon_png_has_originals_above_reconstructions(tmp_path: Path) -> None:
     assert image.shape == (2 * (96 + 2) + 2, 8 * (96 + 2) + 2, 3)
 
 
+def test_parts_png_colours_the_foreground_by_part(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    cfg = tiny_config(tmp_path)
+    pretrain(cfg)
+    assert not (tmp_path / "run" / "parts.png").exists()  # only models with parts draw them
+    cfg.model = {**cfg.model, "foreground_parts": 2}
+    cfg.run_dir = str(tmp_path / "parts")
+    pretrain(cfg)
+    image = iio.imread(tmp_path / "parts" / "parts.png")
+    assert image.shape == (2 * (96 + 2) + 2, 8 * (96 + 2) + 2, 3)
+    # the bottom row is the foreground: black where a frame equals the background, coloured where it differs
+    bottom = image[98 + 2:-2]
+    assert (bottom.max(-1) == 0).mean() > 0.2 and bottom.max() > 100
+
+
 def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     pretrain(tiny_config(tmp_path, steps=3))
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)

@@ -1,4 +1,4 @@
-"""Pictures saved as PNG, the one place that writes them: reconstructions, samples, traversals."""
+"""Pictures saved as PNG, the one place that writes them: reconstructions, samples, traversals, parts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import torch
 from vaerl.io import atomic_path
 from vaerl.models import FrameModel
 from vaerl.models.blocks import to_unit
+from vaerl.models.objects import ForegroundProjections
+
+PART_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+                         [70, 240, 240], [240, 50, 230], [210, 245, 60], [0, 128, 128], [170, 110, 40]]) / 255.0
+"""One colour per foreground part (cycled past ten); what no part takes is drawn grey."""
 
 
 def to_display(frames: np.ndarray | torch.Tensor, channels_per_frame: int = 1) -> np.ndarray:
@@ -68,3 +73,19 @@ def save_samples(path: str | Path, samples: np.ndarray | torch.Tensor, channels_
     """Save generated frames ``(N, C, H, W)`` as a grid of two rows."""
     half = (len(samples) + 1) // 2
     return save_frame_grid(path, [samples[:half], samples[half:]], channels_per_frame, scale)
+
+
+@torch.no_grad()
+def save_foreground_parts(path: str | Path, projections: ForegroundProjections, frames: torch.Tensor,
+                          channels_per_frame: int = 1, scale: int = 2) -> Path:
+    """Save uint8 frames ``(N, C, H, W)`` (top row) above their foreground coloured by part (bottom row):
+    each pixel mixes its parts' colours by its shares, as bright as its foreground."""
+    x = to_unit(frames.to(projections.background.device))
+    foreground = (x - projections.background).abs().sum(1)
+    foreground = (foreground / foreground.amax((-2, -1), keepdim=True).clamp(min=1e-6)).clamp(max=1.0)
+    shares = projections.part_shares(x)
+    shares = torch.cat([shares, (1.0 - shares.sum(1, keepdim=True)).clamp(min=0.0)], dim=1)
+    palette = np.concatenate([PART_COLOURS[np.arange(projections.parts) % len(PART_COLOURS)], [[0.5, 0.5, 0.5]]])
+    colour = torch.einsum("nphw,pc->nhwc", shares, torch.as_tensor(palette, dtype=shares.dtype, device=shares.device))
+    coloured = (colour * foreground[..., None]).clamp(0.0, 1.0).mul(255.0).round().byte().cpu().numpy()
+    return save_png(path, image_grid([to_display(frames, channels_per_frame), coloured], scale=scale))

@@ -3,7 +3,9 @@
 Two paths, either of which a VAE can carry beside its Gaussian latent:
 
 * :class:`ForegroundProjections` (the default): the column and row sums of the frame's distance from the
-  static background. Nothing learned, nothing dropped; see its docstring.
+  static background. Nothing learned, nothing dropped; see its docstring. Optionally a learned partition
+  of that foreground into parts, each handed on as its mass, centre and spread, so that objects sharing
+  rows (Pong's paddles) come apart.
 * :class:`ObjectEncoder` (experimental, learned object channels), described below.
 
 A VAE with one global Gaussian latent draws Atari's ball as a smudge: a two-pixel object costs the KL
@@ -38,31 +40,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+PART_STATS = 5
+"""Numbers per foreground part: its mass, centre x, centre y, spread x, spread y."""
+
 
 class ObjectProjections(NamedTuple):
-    x: torch.Tensor  # (N, K, W') smooth max over rows of each channel's detection map
-    y: torch.Tensor  # (N, K, H') smooth max over columns
+    x: torch.Tensor  # (N, K, W') per channel: how much of it is in each column
+    y: torch.Tensor  # (N, K, H') per channel: how much of it is in each row
+    parts: torch.Tensor | None = None  # (N, P, PART_STATS) learned foreground parts (ForegroundProjections)
 
     def flatten(self) -> torch.Tensor:
-        """``(N, K * (W' + H'))``: per channel the column projection, then the row projection."""
-        return torch.cat([self.x, self.y], dim=-1).flatten(1)
+        """``(N, K * (W' + H') [+ P * PART_STATS])``: per channel the column projection, then the row
+        projection; then each part's statistics."""
+        flat = torch.cat([self.x, self.y], dim=-1).flatten(1)
+        return flat if self.parts is None else torch.cat([flat, self.parts.flatten(1)], dim=1)
 
     def maps(self) -> torch.Tensor:
         """``(N, K, H', W')`` outer products ``y x^T``: for a single object, its bounding box."""
         return self.y.unsqueeze(-1) * self.x.unsqueeze(-2)
 
     @classmethod
-    def zeros(cls, n: int, channels: int, grid: tuple[int, int], like: torch.Tensor) -> ObjectProjections:
+    def zeros(cls, n: int, channels: int, grid: tuple[int, int], like: torch.Tensor, parts: int = 0) -> ObjectProjections:
         """Projections of ``n`` frames with nothing in them."""
         height, width = grid
-        return cls(like.new_zeros(n, channels, width), like.new_zeros(n, channels, height))
+        return cls(like.new_zeros(n, channels, width), like.new_zeros(n, channels, height),
+                   like.new_zeros(n, parts, PART_STATS) if parts else None)
 
     @classmethod
-    def unflatten(cls, flat: torch.Tensor, channels: int, grid: tuple[int, int]) -> ObjectProjections:
+    def unflatten(cls, flat: torch.Tensor, channels: int, grid: tuple[int, int], parts: int = 0) -> ObjectProjections:
         """Inverse of :meth:`flatten`."""
         height, width = grid
-        parts = flat.reshape(-1, channels, width + height)
-        return cls(parts[..., :width], parts[..., width:])
+        size = channels * (width + height)
+        projections = flat[:, :size].reshape(-1, channels, width + height)
+        stats = flat[:, size:].reshape(-1, parts, PART_STATS) if parts else None
+        return cls(projections[..., :width], projections[..., width:], stats)
 
 
 def soft_max(scores: torch.Tensor, dim: int, temperature: float = 0.05) -> torch.Tensor:
@@ -84,6 +95,7 @@ class ObjectEncoder(nn.Module):
 
     name = "object"
     """What :meth:`vaerl.models.VAE.describe_latent` calls its projections."""
+    parts = 0
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], channels: int, hidden: int = 8) -> None:
         super().__init__()
@@ -115,6 +127,19 @@ class ObjectEncoder(nn.Module):
     def latent_dim(self) -> int:
         return self.channels * sum(self.grid)
 
+    @property
+    def map_channels(self) -> int:
+        return self.channels
+
+
+def weighted_moments(weights: torch.Tensor, coords: torch.Tensor, mass: torch.Tensor,
+                     eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and spread (standard deviation) of ``weights`` (..., L) placed at ``coords`` (L,) with total
+    ``mass`` (...); an empty part sits at 0 with spread 0 instead of dividing by zero."""
+    centre = (weights * coords).sum(-1) / (mass + eps)
+    variance = (weights * (coords - centre[..., None]).pow(2)).sum(-1) / (mass + eps)
+    return centre, variance.add(1e-6).sqrt()
+
 
 class ForegroundProjections(nn.Module):
     """Frames ``(N, C, H, W)`` -> the projections of their foreground at full resolution, one channel.
@@ -124,34 +149,98 @@ class ForegroundProjections(nn.Module):
     ``y`` its row sums, ``H + W`` numbers per frame. Nothing is learned and nothing is dropped: every
     object, however small, adds its intensity to its rows and columns, and sums (not maxima) stay linear
     in the pixels, so how a one-pixel ball splits its intensity between two columns (its sub-pixel place)
-    survives too. Objects that share a row or a column add up there; the Gaussian latent beside these
-    numbers is free to encode which is which.
+    survives too.
+
+    Objects that share a row or a column add up there: Pong's two paddles fill the same rows, and the sums
+    cannot say which paddle is the agent's. With ``parts > 0`` a learned partition tells them apart. A small
+    conv net (at half resolution, plus a learned prior over locations) shares each foreground pixel out
+    among ``parts`` parts and a "rest"; each part is handed on as five numbers, its mass, centre and spread
+    (``PART_STATS``), and the decoder draws it back as a Gaussian blob beside the rank-one picture of the
+    sums. The rank-one picture of two objects draws ghosts at their crossed rows and columns, which blobs
+    of separate parts remove, so reconstruction pays the partition for putting separate objects in separate
+    parts; a random-init partition mixes them.
     """
 
     channels = 1
     name = "foreground"
 
-    def __init__(self, in_channels: int, input_hw: tuple[int, int]) -> None:
+    def __init__(self, in_channels: int, input_hw: tuple[int, int], parts: int = 0, hidden: int = 8,
+                 temperature: float = 0.1) -> None:
         super().__init__()
         self.grid = (int(input_hw[0]), int(input_hw[1]))
+        self.parts = int(parts)
+        # a sharp softmax: at the usual learning rate (1e-3) a location's scores move by ~1e-3 a step, so
+        # unscaled a clean partition would take tens of thousands of steps; divided by 0.1, a few thousand
+        self.temperature = temperature
+        if self.parts < 0:
+            raise ValueError(f"parts must be >= 0, got {parts}")
         self.register_buffer("background", torch.zeros(in_channels, *self.grid))
+        if self.parts:
+            height, width = self.grid
+            self.part_net = nn.Sequential(
+                nn.Conv2d(in_channels, hidden, 4, 2, 1), nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, self.parts + 1, 1),
+            )
+            # start from an even split: a random net's sharp softmax would hand whole objects to one part
+            # and leave others empty, saturated, with no gradient to ever fill them
+            nn.init.zeros_(self.part_net[-1].weight)
+            nn.init.zeros_(self.part_net[-1].bias)
+            self.part_prior = nn.Parameter(torch.zeros(self.parts + 1, *object_grid(self.grid)))
+            # pixel centres in [-1, 1], at full resolution (moments) and at the renderer's half resolution
+            self.register_buffer("coords_x", torch.linspace(-1.0, 1.0, width), persistent=False)
+            self.register_buffer("coords_y", torch.linspace(-1.0, 1.0, height), persistent=False)
 
     @property
     def latent_dim(self) -> int:
-        return sum(self.grid)
+        return sum(self.grid) + self.parts * PART_STATS
+
+    @property
+    def map_channels(self) -> int:
+        """Maps :meth:`maps` draws for the renderer: the sums' rank-one picture, then one blob per part."""
+        return 1 + self.parts
 
     def forward(self, x: torch.Tensor) -> ObjectProjections:
-        foreground = (x - self.background).abs()
-        if foreground.shape[1] > 1:
-            foreground = foreground.sum(1, keepdim=True)
-        return ObjectProjections(foreground.sum(-2), foreground.sum(-1))
+        foreground = (x - self.background).abs().sum(1, keepdim=True)
+        parts = self.part_statistics(x, foreground) if self.parts else None
+        return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts)
 
-    @staticmethod
-    def maps(objects: ObjectProjections) -> torch.Tensor:
-        """The foreground's best rank-one picture ``y x^T / mass`` (exact for one uniform box), at half resolution
-        for :class:`ObjectRenderer`."""
+    def part_shares(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, parts, H, W)``: each pixel's share in each part (the "rest" takes what is left)."""
+        scores = (self.part_net(x - self.background) + self.part_prior) / self.temperature
+        return F.interpolate(torch.softmax(scores, dim=1)[:, : self.parts], size=self.grid, mode="nearest")
+
+    def part_statistics(self, x: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+        """``(N, parts, PART_STATS)``: mass, centre x, centre y, spread x, spread y of each part."""
+        weights = self.part_shares(x) * foreground
+        # moments from the part's own projections, at full resolution so a small part keeps its sub-pixel place
+        along_x, along_y = weights.sum(-2), weights.sum(-1)
+        mass = along_x.sum(-1)
+        centre_x, spread_x = weighted_moments(along_x, self.coords_x, mass)
+        centre_y, spread_y = weighted_moments(along_y, self.coords_y, mass)
+        return torch.stack([mass, centre_x, centre_y, spread_x, spread_y], dim=-1)
+
+    def maps(self, objects: ObjectProjections) -> torch.Tensor:
+        """What :class:`ObjectRenderer` draws from, at half resolution: the foreground's best rank-one picture
+        ``y x^T / mass`` (exact for one uniform box), then a Gaussian blob of each part holding its mass."""
         mass = objects.x.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1e-3)
-        return F.avg_pool2d(objects.maps() / mass, 2)
+        picture = F.avg_pool2d(objects.maps() / mass, 2)
+        if objects.parts is None:
+            return picture
+        return torch.cat([picture, self.draw_parts(objects.parts, picture.shape[-2:])], dim=1)
+
+    def draw_parts(self, parts: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """``(N, P, h, w)`` Gaussian blobs at each part's centre with its spread, each summing to its mass
+        as the half-resolution (average-pooled) foreground does."""
+        # the half-resolution pixel centres are averages of full-resolution ones
+        grid_x = F.avg_pool1d(self.coords_x[None, None], 2)[0, 0, : hw[1]]
+        grid_y = F.avg_pool1d(self.coords_y[None, None], 2)[0, 0, : hw[0]]
+        mass, centre_x, centre_y, spread_x, spread_y = parts.unbind(-1)
+        pixel = 2.0 / max(self.grid)  # a blob is never narrower than a pixel
+        along_x = -0.5 * ((grid_x - centre_x[..., None]) / spread_x.clamp(min=pixel)[..., None]).pow(2)
+        along_y = -0.5 * ((grid_y - centre_y[..., None]) / spread_y.clamp(min=pixel)[..., None]).pow(2)
+        blobs = torch.exp(along_y[..., :, None] + along_x[..., None, :])
+        scale = mass.clamp(min=0.0) / 4.0 / blobs.sum((-2, -1)).clamp(min=1e-6)
+        return blobs * scale[..., None, None]
 
 
 class ObjectRenderer(nn.Module):

@@ -24,7 +24,13 @@ from vaerl.models.blocks import (
     as_layers,
     conv_output_sizes,
 )
-from vaerl.models.objects import ForegroundProjections, ObjectEncoder, ObjectProjections, ObjectRenderer
+from vaerl.models.objects import (
+    PART_STATS,
+    ForegroundProjections,
+    ObjectEncoder,
+    ObjectProjections,
+    ObjectRenderer,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -55,6 +61,9 @@ class VAEConfig:
     foreground_projections: bool = True
     """The foreground's row and column sums beside the Gaussian latent
     (:class:`vaerl.models.objects.ForegroundProjections`)."""
+    foreground_parts: int = 0
+    """Learned parts of the foreground, each handed on as its mass, centre and spread (5 numbers); needs
+    ``foreground_projections``."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -67,6 +76,11 @@ class VAEConfig:
         if self.object_channels and self.foreground_projections:
             raise ValueError("object_channels and foreground_projections are two object paths; choose one "
                              "(object_channels=0 or foreground_projections=false)")
+        if self.foreground_parts < 0:
+            raise ValueError(f"foreground_parts must be >= 0, got {self.foreground_parts}")
+        if self.foreground_parts and not self.foreground_projections:
+            raise ValueError("foreground_parts split the foreground projections into parts; set "
+                             "foreground_projections=true or foreground_parts=0")
 
 
 class VAEOutput(NamedTuple):
@@ -128,9 +142,9 @@ class VAE(FrameModel):
         if config.object_channels:
             self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
         elif config.foreground_projections:
-            self.object_encoder = ForegroundProjections(channels, (height, width))
+            self.object_encoder = ForegroundProjections(channels, (height, width), parts=config.foreground_parts)
         if self.object_encoder is not None:
-            self.object_renderer = ObjectRenderer(self.object_encoder.channels, channels, (height, width))
+            self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
 
     # ------------------------------------------------------------------ the four VAE pieces
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +164,8 @@ class VAE(FrameModel):
         if self.object_renderer is not None:
             encoder = self.object_encoder
             if objects is None:  # no objects given: an empty scene (prior samples)
-                objects = ObjectProjections.zeros(len(z), encoder.channels, encoder.grid, z)  # type: ignore[union-attr]
+                objects = ObjectProjections.zeros(len(z), encoder.channels, encoder.grid, z,  # type: ignore[union-attr]
+                                                  parts=encoder.parts)  # type: ignore[union-attr]
             logits = logits + self.object_renderer(encoder.maps(objects))  # type: ignore[union-attr]
         return logits
 
@@ -170,7 +185,8 @@ class VAE(FrameModel):
         if self.object_encoder is None:
             return z, None
         encoder = self.object_encoder
-        return z, ObjectProjections.unflatten(latent[:, self.config.latent_dim:], encoder.channels, encoder.grid)
+        return z, ObjectProjections.unflatten(latent[:, self.config.latent_dim:], encoder.channels, encoder.grid,
+                                              parts=encoder.parts)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
         mu, logvar = self.encode(x)
@@ -212,7 +228,8 @@ class VAE(FrameModel):
             return super().describe_latent()
         encoder = self.object_encoder
         height, width = encoder.grid
-        return f"{self.config.latent_dim}-d + {encoder.channels}x({width}+{height}) {encoder.name} projections"
+        parts = f" + {encoder.parts}x{PART_STATS} part statistics" if encoder.parts else ""
+        return f"{self.config.latent_dim}-d + {encoder.channels}x({width}+{height}) {encoder.name} projections{parts}"
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""

@@ -6,6 +6,7 @@ Outputs in ``run_dir``:
 * ``train_state.pt``      – weights, optimiser and RNG state for resuming (tensors only)
 * ``recon.png``           – held-out frames (top) above their reconstructions (bottom)
 * ``samples.png``         – decoder means of prior samples (models with a fixed prior: the VAE)
+* ``parts.png``           – held-out frames above their foreground coloured by part (``model.foreground_parts``)
 * ``metrics.json``        – validation metrics, throughput, dataset and run facts
 * ``tb/``                 – TensorBoard scalars
 """
@@ -36,12 +37,13 @@ from vaerl.evaluation.metrics import heldout_metrics
 from vaerl.io import atomic_path, write_json
 from vaerl.models import FrameModel, LossOutput, build_model
 from vaerl.models.blocks import to_unit
+from vaerl.models.objects import ForegroundProjections
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.runtime import configure_threads, seed_everything
 from vaerl.training.config import PretrainConfig
 from vaerl.training.distributed import Distributed, init_distributed
 from vaerl.training.weighting import ForegroundWeighting, median_frame
-from vaerl.viz import save_reconstructions, save_samples
+from vaerl.viz import save_foreground_parts, save_reconstructions, save_samples
 
 log = logging.getLogger(__name__)
 
@@ -298,13 +300,17 @@ def finish(run: PretrainRun, throughput: dict[str, float]) -> dict[str, Any]:
 
 @torch.no_grad()
 def save_pictures(run: PretrainRun, n: int = 8) -> None:
-    """``recon.png`` (held-out originals above reconstructions) and, when the model has a prior, ``samples.png``."""
+    """``recon.png`` (held-out originals above reconstructions), ``samples.png`` when the model has a prior and
+    ``parts.png`` when it splits the foreground into parts."""
     model, per_frame = run.model, run.spec.channels_per_frame
     model.eval()
     rng = np.random.default_rng(run.cfg.seed)
     picks = np.sort(rng.choice(run.val_idx, size=min(n, len(run.val_idx)), replace=False))
     frames = torch.from_numpy(run.dataset.stacked_frames(picks, run.spec.frame_stack))
     save_reconstructions(run.run_dir / "recon.png", model, frames, per_frame, scale=3)
+    projections = getattr(model, "object_encoder", None)
+    if isinstance(projections, ForegroundProjections) and projections.parts:
+        save_foreground_parts(run.run_dir / "parts.png", projections, frames, per_frame, scale=3)
     if model.can_sample_prior:
         generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
         save_samples(run.run_dir / "samples.png", model.sample_prior(2 * n, generator=generator), per_frame, scale=3)
