@@ -200,20 +200,39 @@ class ForegroundProjections(nn.Module):
         return 1 + self.parts
 
     def forward(self, x: torch.Tensor) -> ObjectProjections:
-        foreground = (x - self.background).abs().sum(1, keepdim=True)
-        parts = self.part_statistics(x, foreground) if self.parts else None
+        difference = x - self.background
+        foreground = difference.abs().sum(1, keepdim=True)
+        parts = self.part_statistics(difference, foreground) if self.parts else None
         return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts)
 
-    def part_shares(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, parts, H, W)``: each pixel's share in each part (the "rest" takes what is left)."""
-        scores = (self.part_net(x - self.background) + self.part_prior) / self.temperature
-        return F.interpolate(torch.softmax(scores, dim=1)[:, : self.parts], size=self.grid, mode="nearest")
+    def cell_shares(self, difference: torch.Tensor) -> torch.Tensor:
+        """``(N, parts, ceil(H/2), ceil(W/2))`` from frames minus the background: each part's share of every 2x2
+        block of pixels (the "rest" takes what is left); an odd last row or column gets cells of its own."""
+        scores = (self.part_net(difference) + self.part_prior) / self.temperature
+        shares = torch.softmax(scores, dim=1)[:, : self.parts]
+        height, width = self.grid
+        pad = (0, -(-width // 2) - shares.shape[-1], 0, -(-height // 2) - shares.shape[-2])
+        return F.pad(shares, pad, mode="replicate") if any(pad) else shares
 
-    def part_statistics(self, x: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
-        """``(N, parts, PART_STATS)``: mass, centre x, centre y, spread x, spread y of each part."""
-        weights = self.part_shares(x) * foreground
+    def part_shares(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, parts, H, W)``: each pixel's share in each part, for frames ``x``."""
+        height, width = self.grid
+        return self.cell_shares(x - self.background).repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :height, :width]
+
+    def part_statistics(self, difference: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+        """``(N, parts, PART_STATS)`` from frames minus the background and their foreground: mass, centre x,
+        centre y, spread x, spread y of each part."""
+        shares = self.cell_shares(difference)
+        n, _, cells_y, cells_x = shares.shape
+        height, width = self.grid
+        # every pixel weighted by its block's shares: the foreground viewed as 2x2 blocks rather than the
+        # shares upsampled (the same numbers, faster)
+        pad = (0, 2 * cells_x - width, 0, 2 * cells_y - height)
+        blocks = (F.pad(foreground, pad) if any(pad) else foreground).view(n, 1, cells_y, 2, cells_x, 2)
+        weights = shares[:, :, :, None, :, None] * blocks
         # moments from the part's own projections, at full resolution so a small part keeps its sub-pixel place
-        along_x, along_y = weights.sum(-2), weights.sum(-1)
+        along_x = weights.sum((2, 3)).flatten(-2)[..., :width]
+        along_y = weights.sum((4, 5)).flatten(-2)[..., :height]
         mass = along_x.sum(-1)
         centre_x, spread_x = weighted_moments(along_x, self.coords_x, mass)
         centre_y, spread_y = weighted_moments(along_y, self.coords_y, mass)
