@@ -264,3 +264,20 @@ def test_parts_need_the_foreground_projections() -> None:
         build_model("vae", input_shape=(1, 84, 84), foreground_projections=False, foreground_parts=2)
     with pytest.raises(ValueError, match="foreground_parts must be >= 0"):
         build_model("vae", input_shape=(1, 84, 84), foreground_parts=-1)
+
+
+@pytest.mark.parametrize("hw", [(8, 10), (9, 7)])
+def test_parts_share_out_the_whole_foreground_at_any_frame_size(hw: tuple[int, int]) -> None:
+    """With the rest switched off, the parts' masses add up to the foreground's, odd edges included, and each
+    pixel's shares (what parts.png draws) sum to one."""
+    torch.manual_seed(0)
+    encoder = ForegroundProjections(in_channels=1, input_hw=hw, parts=3)
+    with torch.no_grad():
+        torch.nn.init.normal_(encoder.part_net[-1].weight)
+        encoder.part_prior[-1] = -1e4
+    frames = torch.rand(4, 1, *hw)
+    objects = encoder(frames)
+    torch.testing.assert_close(objects.parts[..., 0].sum(-1), objects.x.sum((-2, -1)))
+    shares = encoder.part_shares(frames)
+    assert shares.shape == (4, 3, *hw)
+    torch.testing.assert_close(shares.sum(1), torch.ones(4, *hw))
