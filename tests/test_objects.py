@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from vaerl.models import build_model
-from vaerl.models.objects import PART_STATS, ForegroundProjections, ObjectEncoder, ObjectProjections
+from vaerl.models.objects import (
+    PART_STATS,
+    ForegroundProjections,
+    ObjectEncoder,
+    ObjectProjections,
+    weighted_moments,
+)
 
 
 def dot_frames(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -44,9 +50,12 @@ def test_maps_are_outer_products() -> None:
                                torch.tensor([[[[0.0, 0.25, 0.125], [0.0, 1.0, 0.5]]]]))
 
 
-@pytest.mark.parametrize(("path", "extra"), [({"foreground_projections": False}, 0), ({"object_channels": 2, "foreground_projections": False}, 2 * (42 + 42)),
-                                              ({"foreground_projections": True}, 84 + 84),
-                                              ({"foreground_parts": 3}, 84 + 84 + 3 * PART_STATS)])
+@pytest.mark.parametrize(("path", "extra"), [
+    ({"foreground_projections": False}, 0),
+    ({"object_channels": 2, "foreground_projections": False}, 2 * (42 + 42)),
+    ({"foreground_projections": True}, 84 + 84),
+    ({"foreground_parts": 3}, 84 + 84 + 3 * PART_STATS),
+])
 def test_latent_holds_objects_and_decodes_from_them(path: dict, extra: int) -> None:
     torch.manual_seed(0)
     model = build_model("vae", input_shape=(1, 84, 84), **path).eval()
@@ -149,9 +158,10 @@ def test_foreground_maps_draw_a_box_exactly() -> None:
     frame = torch.zeros(1, 1, 8, 8)
     frame[0, 0, 2:4, 4:8] = 0.5
     objects = ForegroundProjections(1, (8, 8))(frame)
-    torch.testing.assert_close(ForegroundProjections(1, (8, 8)).maps(objects), torch.nn.functional.avg_pool2d(frame, 2))
+    encoder = ForegroundProjections(1, (8, 8))
+    torch.testing.assert_close(encoder.maps(objects), torch.nn.functional.avg_pool2d(frame, 2))
     # an empty frame draws nothing (and does not divide by zero)
-    assert ForegroundProjections(1, (8, 8)).maps(ForegroundProjections(1, (8, 8))(torch.zeros(1, 1, 8, 8))).abs().max() == 0
+    assert encoder.maps(encoder(torch.zeros(1, 1, 8, 8))).abs().max() == 0
 
 
 def test_foreground_path_reconstructs_a_small_dot_the_plain_vae_smudges() -> None:
@@ -199,7 +209,7 @@ def paddle_frames(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, 
 
 def test_part_statistics_are_each_parts_mass_centre_and_spread() -> None:
     """With the partition fixed by hand (left half: part 0, right half: part 1), each part measures its own box."""
-    encoder = ForegroundProjections(in_channels=1, input_hw=(8, 10), parts=2)
+    encoder = ForegroundProjections(in_channels=1, input_hw=(8, 10), num_parts=2)
     with torch.no_grad():
         for parameter in encoder.part_net.parameters():
             parameter.zero_()
@@ -218,12 +228,12 @@ def test_part_statistics_are_each_parts_mass_centre_and_spread() -> None:
     torch.testing.assert_close(objects.parts[0], expected, atol=2e-3, rtol=0)
     # the sums still hold the whole foreground, and everything round-trips through the flat latent
     assert float(objects.x.sum()) == pytest.approx(5.0)
-    for a, b in zip(ObjectProjections.unflatten(objects.flatten(), 1, encoder.grid, parts=2), objects):
+    for a, b in zip(ObjectProjections.unflatten(objects.flatten(), 1, encoder.grid, num_parts=2), objects):
         torch.testing.assert_close(a, b)
 
 
 def test_part_blobs_hold_each_parts_mass_at_its_centre() -> None:
-    encoder = ForegroundProjections(in_channels=1, input_hw=(16, 16), parts=2)
+    encoder = ForegroundProjections(in_channels=1, input_hw=(16, 16), num_parts=2)
     parts = torch.tensor([[[2.0, -0.5, 0.5, 0.1, 0.2], [0.0, 0.0, 0.0, 0.0, 0.0]]])
     maps = encoder.maps(ObjectProjections(torch.zeros(1, 1, 16), torch.zeros(1, 1, 16), parts))
     assert maps.shape == (1, 3, 8, 8)
@@ -271,7 +281,7 @@ def test_parts_share_out_the_whole_foreground_at_any_frame_size(hw: tuple[int, i
     """With the rest switched off, the parts' masses add up to the foreground's, odd edges included, and each
     pixel's shares (what parts.png draws) sum to one."""
     torch.manual_seed(0)
-    encoder = ForegroundProjections(in_channels=1, input_hw=hw, parts=3)
+    encoder = ForegroundProjections(in_channels=1, input_hw=hw, num_parts=3)
     with torch.no_grad():
         torch.nn.init.normal_(encoder.part_net[-1].weight)
         encoder.part_prior[-1] = -1e4
@@ -281,3 +291,30 @@ def test_parts_share_out_the_whole_foreground_at_any_frame_size(hw: tuple[int, i
     shares = encoder.part_shares(frames)
     assert shares.shape == (4, 3, *hw)
     torch.testing.assert_close(shares.sum(1), torch.ones(4, *hw))
+
+
+@pytest.mark.parametrize("hw", [(84, 84), (9, 7), (85, 63)])
+def test_part_statistics_are_the_moments_of_the_shared_out_foreground(hw: tuple[int, int]) -> None:
+    """The block-wise computation gives the moments of each pixel's share times its foreground, the picture
+    parts.png draws, for any partition and any frame size."""
+    torch.manual_seed(0)
+    encoder = ForegroundProjections(in_channels=2, input_hw=hw, num_parts=4)
+    with torch.no_grad():
+        torch.nn.init.normal_(encoder.part_net[-1].weight)
+        encoder.part_prior.normal_()
+        encoder.background.uniform_()
+    frames = torch.rand(3, 2, *hw)
+    weights = encoder.part_shares(frames) * (frames - encoder.background).abs().sum(1, keepdim=True)
+    along_x, along_y = weights.sum(-2), weights.sum(-1)
+    mass = along_x.sum(-1)
+    centre_x, spread_x = weighted_moments(along_x, encoder.coords_x, mass)
+    centre_y, spread_y = weighted_moments(along_y, encoder.coords_y, mass)
+    expected = torch.stack([mass, centre_x, centre_y, spread_x, spread_y], dim=-1)
+    torch.testing.assert_close(encoder(frames).parts, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unflatten_refuses_a_latent_of_the_wrong_size() -> None:
+    flat = torch.zeros(2, 84 + 84 + 6 * PART_STATS)
+    assert ObjectProjections.unflatten(flat, 1, (84, 84), num_parts=6).parts.shape == (2, 6, PART_STATS)
+    with pytest.raises(ValueError, match=r"shape \(N, 168\).*got \(2, 198\)"):
+        ObjectProjections.unflatten(flat, 1, (84, 84))

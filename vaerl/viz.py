@@ -79,13 +79,15 @@ def save_samples(path: str | Path, samples: np.ndarray | torch.Tensor, channels_
 def save_foreground_parts(path: str | Path, projections: ForegroundProjections, frames: torch.Tensor,
                           channels_per_frame: int = 1, scale: int = 2) -> Path:
     """Save uint8 frames ``(N, C, H, W)`` (top row) above their foreground coloured by part (bottom row):
-    each pixel mixes its parts' colours by its shares, as bright as its foreground."""
+    each pixel mixes its parts' colours by its shares, as bright as its foreground. With stacked frames the top
+    row shows the newest frame and the bottom row the foreground of the whole stack, as the encoder sees it."""
     x = to_unit(frames.to(projections.background.device))
     foreground = (x - projections.background).abs().sum(1)
     foreground = (foreground / foreground.amax((-2, -1), keepdim=True).clamp(min=1e-6)).clamp(max=1.0)
     shares = projections.part_shares(x)
     shares = torch.cat([shares, (1.0 - shares.sum(1, keepdim=True)).clamp(min=0.0)], dim=1)
-    palette = np.concatenate([PART_COLOURS[np.arange(projections.parts) % len(PART_COLOURS)], [[0.5, 0.5, 0.5]]])
-    colour = torch.einsum("nphw,pc->nhwc", shares, torch.as_tensor(palette, dtype=shares.dtype, device=shares.device))
+    palette = np.concatenate([PART_COLOURS[np.arange(projections.num_parts) % len(PART_COLOURS)], [[0.5] * 3]])
+    palette = torch.as_tensor(palette, dtype=shares.dtype, device=shares.device)
+    colour = torch.einsum("nphw,pc->nhwc", shares, palette)
     coloured = (colour * foreground[..., None]).clamp(0.0, 1.0).mul(255.0).round().byte().cpu().numpy()
     return save_png(path, image_grid([to_display(frames, channels_per_frame), coloured], scale=scale))

@@ -60,19 +60,25 @@ class ObjectProjections(NamedTuple):
         return self.y.unsqueeze(-1) * self.x.unsqueeze(-2)
 
     @classmethod
-    def zeros(cls, n: int, channels: int, grid: tuple[int, int], like: torch.Tensor, parts: int = 0) -> ObjectProjections:
+    def zeros(cls, n: int, channels: int, grid: tuple[int, int], like: torch.Tensor,
+              num_parts: int = 0) -> ObjectProjections:
         """Projections of ``n`` frames with nothing in them."""
         height, width = grid
         return cls(like.new_zeros(n, channels, width), like.new_zeros(n, channels, height),
-                   like.new_zeros(n, parts, PART_STATS) if parts else None)
+                   like.new_zeros(n, num_parts, PART_STATS) if num_parts else None)
 
     @classmethod
-    def unflatten(cls, flat: torch.Tensor, channels: int, grid: tuple[int, int], parts: int = 0) -> ObjectProjections:
-        """Inverse of :meth:`flatten`."""
+    def unflatten(cls, flat: torch.Tensor, channels: int, grid: tuple[int, int],
+                  num_parts: int = 0) -> ObjectProjections:
+        """Inverse of :meth:`flatten` for ``flat`` of shape ``(N, channels * (W' + H') + num_parts * PART_STATS)``."""
         height, width = grid
         size = channels * (width + height)
+        if flat.dim() != 2 or flat.shape[1] != size + num_parts * PART_STATS:
+            raise ValueError(f"expected flat object latents of shape (N, {size + num_parts * PART_STATS}) "
+                             f"({channels} x ({width} + {height}) projections + {num_parts} x {PART_STATS} part "
+                             f"statistics), got {tuple(flat.shape)}")
         projections = flat[:, :size].reshape(-1, channels, width + height)
-        stats = flat[:, size:].reshape(-1, parts, PART_STATS) if parts else None
+        stats = flat[:, size:].reshape(-1, num_parts, PART_STATS) if num_parts else None
         return cls(projections[..., :width], projections[..., width:], stats)
 
 
@@ -95,7 +101,8 @@ class ObjectEncoder(nn.Module):
 
     name = "object"
     """What :meth:`vaerl.models.VAE.describe_latent` calls its projections."""
-    parts = 0
+    num_parts = 0
+    """Learned object channels have no part statistics (see :class:`ForegroundProjections`)."""
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], channels: int, hidden: int = 8) -> None:
         super().__init__()
@@ -129,13 +136,16 @@ class ObjectEncoder(nn.Module):
 
     @property
     def map_channels(self) -> int:
+        """Maps :meth:`maps` draws for :class:`ObjectRenderer`: one per channel."""
         return self.channels
 
 
 def weighted_moments(weights: torch.Tensor, coords: torch.Tensor, mass: torch.Tensor,
                      eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre and spread (standard deviation) of ``weights`` (..., L) placed at ``coords`` (L,) with total
-    ``mass`` (...); an empty part sits at 0 with spread 0 instead of dividing by zero."""
+    ``mass`` (...). Dividing by ``mass + eps`` keeps an empty part finite (centre 0, spread ~1e-3); it also
+    pulls the centre of a part far lighter than ``eps`` towards 0 and widens its spread, which is why ``eps``
+    is small next to one pixel of foreground (up to 1 per colour channel)."""
     centre = (weights * coords).sum(-1) / (mass + eps)
     variance = (weights * (coords - centre[..., None]).pow(2)).sum(-1) / (mass + eps)
     return centre, variance.add(1e-6).sqrt()
@@ -152,75 +162,80 @@ class ForegroundProjections(nn.Module):
     survives too.
 
     Objects that share a row or a column add up there: Pong's two paddles fill the same rows, and the sums
-    cannot say which paddle is the agent's. With ``parts > 0`` a learned partition tells them apart. A small
-    conv net (at half resolution, plus a learned prior over locations) shares each foreground pixel out
-    among ``parts`` parts and a "rest"; each part is handed on as five numbers, its mass, centre and spread
-    (``PART_STATS``), and the decoder draws it back as a Gaussian blob beside the rank-one picture of the
-    sums. The rank-one picture of two objects draws ghosts at their crossed rows and columns, which blobs
-    of separate parts remove, so reconstruction pays the partition for putting separate objects in separate
-    parts; a random-init partition mixes them.
+    cannot say which paddle is the agent's. With ``num_parts > 0`` a learned partition tells them apart.
+    A small conv net plus a learned prior over locations shares each 2x2 block of foreground out among
+    ``num_parts`` parts and a "rest"; each part is handed on as five numbers, its mass, centre and spread
+    (``PART_STATS``, coordinates in [-1, 1], moments taken at full resolution), and the decoder draws it
+    back as a Gaussian blob beside the rank-one picture of the sums. The rank-one picture of two objects
+    draws ghosts at their crossed rows and columns, which blobs of separate parts remove, so reconstruction
+    pays the partition for putting separate objects in separate parts; an untrained partition is an even
+    split, every part the whole foreground. Limits: the net sees a 4x4-pixel patch per block, so what
+    looks alike locally (Pong's two paddles) is told apart by the location prior alone, and two objects
+    inside one 2x2 block share its shares.
     """
 
     channels = 1
     name = "foreground"
 
-    def __init__(self, in_channels: int, input_hw: tuple[int, int], parts: int = 0, hidden: int = 8,
+    def __init__(self, in_channels: int, input_hw: tuple[int, int], num_parts: int = 0, hidden: int = 8,
                  temperature: float = 0.1) -> None:
         super().__init__()
         self.grid = (int(input_hw[0]), int(input_hw[1]))
-        self.parts = int(parts)
+        self.num_parts = int(num_parts)
         # a sharp softmax: at the usual learning rate (1e-3) a location's scores move by ~1e-3 a step, so
         # unscaled a clean partition would take tens of thousands of steps; divided by 0.1, a few thousand
         self.temperature = temperature
-        if self.parts < 0:
-            raise ValueError(f"parts must be >= 0, got {parts}")
+        if self.num_parts < 0:
+            raise ValueError(f"num_parts must be >= 0, got {num_parts}")
         self.register_buffer("background", torch.zeros(in_channels, *self.grid))
-        if self.parts:
+        if self.num_parts:
             height, width = self.grid
             self.part_net = nn.Sequential(
                 nn.Conv2d(in_channels, hidden, 4, 2, 1), nn.ReLU(inplace=True),
-                nn.Conv2d(hidden, self.parts + 1, 1),
+                nn.Conv2d(hidden, self.num_parts + 1, 1),
             )
             # start from an even split: a random net's sharp softmax would hand whole objects to one part
             # and leave others empty, saturated, with no gradient to ever fill them
             nn.init.zeros_(self.part_net[-1].weight)
             nn.init.zeros_(self.part_net[-1].bias)
-            self.part_prior = nn.Parameter(torch.zeros(self.parts + 1, *object_grid(self.grid)))
-            # pixel centres in [-1, 1], at full resolution (moments) and at the renderer's half resolution
+            self.part_prior = nn.Parameter(torch.zeros(self.num_parts + 1, *object_grid(self.grid)))
+            # pixel centres in [-1, 1] (draw_parts averages neighbours for the renderer's half resolution)
             self.register_buffer("coords_x", torch.linspace(-1.0, 1.0, width), persistent=False)
             self.register_buffer("coords_y", torch.linspace(-1.0, 1.0, height), persistent=False)
 
     @property
     def latent_dim(self) -> int:
-        return sum(self.grid) + self.parts * PART_STATS
+        return sum(self.grid) + self.num_parts * PART_STATS
 
     @property
     def map_channels(self) -> int:
         """Maps :meth:`maps` draws for the renderer: the sums' rank-one picture, then one blob per part."""
-        return 1 + self.parts
+        return 1 + self.num_parts
 
     def forward(self, x: torch.Tensor) -> ObjectProjections:
         difference = x - self.background
         foreground = difference.abs().sum(1, keepdim=True)
-        parts = self.part_statistics(difference, foreground) if self.parts else None
+        parts = self.part_statistics(difference, foreground) if self.num_parts else None
         return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts)
 
     def cell_shares(self, difference: torch.Tensor) -> torch.Tensor:
-        """``(N, parts, ceil(H/2), ceil(W/2))`` from frames minus the background: each part's share of every 2x2
-        block of pixels (the "rest" takes what is left); an odd last row or column gets cells of its own."""
+        """``(N, num_parts, ceil(H/2), ceil(W/2))`` from frames minus the background: each part's share of
+        every 2x2 block of pixels (the "rest" takes what is left); an odd last row or column, a block of its
+        own, repeats its neighbour's shares."""
         scores = (self.part_net(difference) + self.part_prior) / self.temperature
-        shares = torch.softmax(scores, dim=1)[:, : self.parts]
+        shares = torch.softmax(scores, dim=1)[:, : self.num_parts]
         height, width = self.grid
         pad = (0, -(-width // 2) - shares.shape[-1], 0, -(-height // 2) - shares.shape[-2])
         return F.pad(shares, pad, mode="replicate") if any(pad) else shares
 
     def part_shares(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, parts, H, W)``: each pixel's share in each part, for frames ``x``."""
+        """``(N, num_parts, H, W)``: each pixel's share in each part, for frames ``x``."""
         height, width = self.grid
-        return self.cell_shares(x - self.background).repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :height, :width]
+        shares = self.cell_shares(x - self.background)
+        return shares.repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :height, :width]
 
     def part_statistics(self, difference: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
-        """``(N, parts, PART_STATS)`` from frames minus the background and their foreground: mass, centre x,
+        """``(N, num_parts, PART_STATS)`` from frames minus the background and their foreground: mass, centre x,
         centre y, spread x, spread y of each part."""
         shares = self.cell_shares(difference)
         n, _, cells_y, cells_x = shares.shape
@@ -254,9 +269,10 @@ class ForegroundProjections(nn.Module):
         grid_x = F.avg_pool1d(self.coords_x[None, None], 2)[0, 0, : hw[1]]
         grid_y = F.avg_pool1d(self.coords_y[None, None], 2)[0, 0, : hw[0]]
         mass, centre_x, centre_y, spread_x, spread_y = parts.unbind(-1)
-        pixel = 2.0 / max(self.grid)  # a blob is never narrower than a pixel
-        along_x = -0.5 * ((grid_x - centre_x[..., None]) / spread_x.clamp(min=pixel)[..., None]).pow(2)
-        along_y = -0.5 * ((grid_y - centre_y[..., None]) / spread_y.clamp(min=pixel)[..., None]).pow(2)
+        # a blob is never narrower than a pixel (2 / (n - 1) in [-1, 1] coordinates)
+        pixel_y, pixel_x = (2.0 / max(n - 1, 1) for n in self.grid)
+        along_x = -0.5 * ((grid_x - centre_x[..., None]) / spread_x.clamp(min=pixel_x)[..., None]).pow(2)
+        along_y = -0.5 * ((grid_y - centre_y[..., None]) / spread_y.clamp(min=pixel_y)[..., None]).pow(2)
         blobs = torch.exp(along_y[..., :, None] + along_x[..., None, :])
         scale = mass.clamp(min=0.0) / 4.0 / blobs.sum((-2, -1)).clamp(min=1e-6)
         return blobs * scale[..., None, None]

@@ -142,7 +142,7 @@ class VAE(FrameModel):
         if config.object_channels:
             self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
         elif config.foreground_projections:
-            self.object_encoder = ForegroundProjections(channels, (height, width), parts=config.foreground_parts)
+            self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts)
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
 
@@ -154,7 +154,7 @@ class VAE(FrameModel):
         return mu, logvar.clamp(-12.0, 8.0)
 
     def encode_objects(self, x: torch.Tensor) -> ObjectProjections | None:
-        """The object channels' projections, ``None`` without object channels."""
+        """The object path's projections (and part statistics), ``None`` without an object path."""
         return self.object_encoder(x) if self.object_encoder is not None else None
 
     def decode_logits(self, z: torch.Tensor, objects: ObjectProjections | None = None) -> torch.Tensor:
@@ -165,7 +165,7 @@ class VAE(FrameModel):
             encoder = self.object_encoder
             if objects is None:  # no objects given: an empty scene (prior samples)
                 objects = ObjectProjections.zeros(len(z), encoder.channels, encoder.grid, z,  # type: ignore[union-attr]
-                                                  parts=encoder.parts)  # type: ignore[union-attr]
+                                                  num_parts=encoder.num_parts)  # type: ignore[union-attr]
             logits = logits + self.object_renderer(encoder.maps(objects))  # type: ignore[union-attr]
         return logits
 
@@ -180,13 +180,13 @@ class VAE(FrameModel):
             self.object_encoder.background.copy_(background.to(self.object_encoder.background))
 
     def split_latent(self, latent: torch.Tensor) -> tuple[torch.Tensor, ObjectProjections | None]:
-        """A flat latent -> the Gaussian part and, with object channels, their projections."""
+        """A flat latent -> the Gaussian part and, with an object path, its projections (and part statistics)."""
         z = latent[:, : self.config.latent_dim]
         if self.object_encoder is None:
             return z, None
         encoder = self.object_encoder
         return z, ObjectProjections.unflatten(latent[:, self.config.latent_dim:], encoder.channels, encoder.grid,
-                                              parts=encoder.parts)
+                                              num_parts=encoder.num_parts)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
         mu, logvar = self.encode(x)
@@ -228,7 +228,7 @@ class VAE(FrameModel):
             return super().describe_latent()
         encoder = self.object_encoder
         height, width = encoder.grid
-        parts = f" + {encoder.parts}x{PART_STATS} part statistics" if encoder.parts else ""
+        parts = f" + {encoder.num_parts}x{PART_STATS} part statistics" if encoder.num_parts else ""
         return f"{self.config.latent_dim}-d + {encoder.channels}x({width}+{height}) {encoder.name} projections{parts}"
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -309,7 +309,7 @@ def save_pictures(run: PretrainRun, n: int = 8) -> None:
     frames = torch.from_numpy(run.dataset.stacked_frames(picks, run.spec.frame_stack))
     save_reconstructions(run.run_dir / "recon.png", model, frames, per_frame, scale=3)
     projections = getattr(model, "object_encoder", None)
-    if isinstance(projections, ForegroundProjections) and projections.parts:
+    if isinstance(projections, ForegroundProjections) and projections.num_parts:
         save_foreground_parts(run.run_dir / "parts.png", projections, frames, per_frame, scale=3)
     if model.can_sample_prior:
         generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
