@@ -82,7 +82,7 @@ def save_foreground_parts(path: str | Path, projections: ForegroundProjections, 
     each pixel mixes its parts' colours by its shares, as bright as its foreground. With stacked frames the top
     row shows the newest frame and the bottom row the foreground of the whole stack, as the encoder sees it."""
     x = to_unit(frames.to(projections.background.device))
-    foreground = (x - projections.background).abs().sum(1)
+    foreground = projections.foreground(x)[:, 0]
     foreground = (foreground / foreground.amax((-2, -1), keepdim=True).clamp(min=1e-6)).clamp(max=1.0)
     shares = projections.part_shares(x)
     shares = torch.cat([shares, (1.0 - shares.sum(1, keepdim=True)).clamp(min=0.0)], dim=1)

@@ -212,17 +212,21 @@ class ForegroundProjections(nn.Module):
         """Maps :meth:`maps` draws for the renderer: the sums' rank-one picture, then one blob per part."""
         return 1 + self.num_parts
 
+    def foreground(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)``: each pixel's distance from the background, summed over colour channels."""
+        foreground = (x - self.background).abs()
+        return foreground.sum(1, keepdim=True) if foreground.shape[1] > 1 else foreground
+
     def forward(self, x: torch.Tensor) -> ObjectProjections:
-        difference = x - self.background
-        foreground = difference.abs().sum(1, keepdim=True)
-        parts = self.part_statistics(difference, foreground) if self.num_parts else None
+        foreground = self.foreground(x)
+        parts = self.part_statistics(x, foreground) if self.num_parts else None
         return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts)
 
-    def cell_shares(self, difference: torch.Tensor) -> torch.Tensor:
-        """``(N, num_parts, ceil(H/2), ceil(W/2))`` from frames minus the background: each part's share of
-        every 2x2 block of pixels (the "rest" takes what is left); an odd last row or column, a block of its
-        own, repeats its neighbour's shares."""
-        scores = (self.part_net(difference) + self.part_prior) / self.temperature
+    def cell_shares(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, num_parts, ceil(H/2), ceil(W/2))`` for frames ``x``: each part's share of every 2x2 block of
+        pixels (the "rest" takes what is left); an odd last row or column, a block of its own, repeats its
+        neighbour's shares."""
+        scores = (self.part_net(x - self.background) + self.part_prior) / self.temperature
         shares = torch.softmax(scores, dim=1)[:, : self.num_parts]
         height, width = self.grid
         pad = (0, -(-width // 2) - shares.shape[-1], 0, -(-height // 2) - shares.shape[-2])
@@ -231,13 +235,13 @@ class ForegroundProjections(nn.Module):
     def part_shares(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, num_parts, H, W)``: each pixel's share in each part, for frames ``x``."""
         height, width = self.grid
-        shares = self.cell_shares(x - self.background)
+        shares = self.cell_shares(x)
         return shares.repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :height, :width]
 
-    def part_statistics(self, difference: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
-        """``(N, num_parts, PART_STATS)`` from frames minus the background and their foreground: mass, centre x,
-        centre y, spread x, spread y of each part."""
-        shares = self.cell_shares(difference)
+    def part_statistics(self, x: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+        """``(N, num_parts, PART_STATS)`` for frames ``x`` and their :meth:`foreground`: mass, centre x, centre y,
+        spread x, spread y of each part."""
+        shares = self.cell_shares(x)
         n, _, cells_y, cells_x = shares.shape
         height, width = self.grid
         # every pixel weighted by its block's shares: the foreground viewed as 2x2 blocks rather than the
