@@ -25,12 +25,14 @@ from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train
 from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
-from agents.rl.features import load_pretrained
+from agents.rl.features import StandardizedLatents, load_pretrained
 from agents.rl.observations import (
+    STANDARDIZE_STEPS,
     FinetuneObservations,
     LatentObservations,
     PixelObservations,
     RawObservations,
+    random_play,
 )
 from vaerl.checkpoint import load_model, save_checkpoint
 from vaerl.cli import parse_config
@@ -144,13 +146,17 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     with pytest.raises(KeyboardInterrupt):
         train_agent(cfg)
     state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
-    assert state["num_timesteps"] == 96 and not (cfg.output_dir / "eval.json").exists()
+    assert state["num_timesteps"] == 96 and state["train_seconds"] > 0 and not (cfg.output_dir / "eval.json").exists()
     monkeypatch.setattr(PeriodicEval, "_on_step", step)
     result = train_agent(cfg)
     history = json.loads((cfg.output_dir / "evaluations.json").read_text())
     steps = [h["step"] for h in history]
     assert result["resumed_from"] == 96 and result["total_steps"] >= 128  # PPO finishes its last rollout
     assert steps[:2] == [32, 64] and steps == sorted(steps) and steps[-1] >= 128
+    # the clock goes on from the checkpoint's: training time summed over both processes, the pause left out
+    clock = [h["train_seconds"] for h in history]
+    assert clock == sorted(clock) and clock[-1] >= state["train_seconds"]
+    assert result["train_seconds"] >= clock[-1]
 
 
 def test_without_a_terminal_training_prints_progress_lines(runs: Path, caplog: pytest.LogCaptureFixture,
@@ -217,6 +223,44 @@ def test_latent_video_shows_the_frame_and_the_latent_the_agent_sees(runs: Path) 
     assert shown.shape == recon.shape == (1, 40, 40) and shown.dtype == np.uint8
     np.testing.assert_allclose(recon, expected, atol=1e-6)
     env.close()
+
+
+# ---------------------------------------------------------------------------------------- standardised latents
+def test_standardized_latents_have_zero_mean_unit_scale_on_what_they_were_fitted_on() -> None:
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(3.0, 2.0, 500), rng.normal(-1.0, 0.01, 500), np.full(500, 7.0)], 1)
+    extractor = StandardizedLatents(spaces.Box(-np.inf, np.inf, (3,), np.float32), floor=0.1, clip=5.0)
+    extractor.fit(x)
+    y = extractor(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    assert y[:, 0].mean() == pytest.approx(0, abs=1e-5) and y[:, 0].std(ddof=1) == pytest.approx(1, abs=1e-3)
+    assert y[:, 1].std() < 0.2  # a number that hardly varies is divided by the floor, not blown up to unit scale
+    np.testing.assert_allclose(y[:, 2], 0, atol=1e-6)
+    unseen = extractor(torch.tensor([[3.0, -1.0, 8.0]])).numpy()[0]  # a constant that moves is clipped, not 10
+    assert unseen[2] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match=r"\(N >= 2, 3\)"):
+        extractor.fit(x[:1])
+
+
+def test_standardized_run_fits_on_random_play_and_reloads_with_the_same_statistics(runs: Path) -> None:
+    cfg = config(runs, **{"encoder.standardize": True, "eval.every": 0, "video.steps": 0, "total_steps": 64})
+    train_agent(cfg)
+    agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
+    extractor = agent.model.policy.features_extractor
+    assert isinstance(extractor, StandardizedLatents)
+    # the statistics of the random play before training, which the reloaded agent carries
+    observations = run_observations(cfg, torch.device("cpu"))
+    env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+    env.action_space.seed(0)
+    play_obs = random_play(env, STANDARDIZE_STEPS)
+    env.close()
+    assert play_obs.shape == (2 * STANDARDIZE_STEPS, 4 * (4 + 40 + 40))
+    assert not torch.equal(extractor.scale, torch.ones_like(extractor.scale))
+    np.testing.assert_allclose(extractor.mean.numpy(), play_obs.mean(0), atol=1e-4)
+
+
+def test_standardize_refuses_a_finetuned_encoder(runs: Path) -> None:
+    with pytest.raises(ConfigError, match="drop one of the two"):
+        config(runs, **{"encoder.standardize": True, "encoder.finetune": True})
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

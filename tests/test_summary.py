@@ -64,6 +64,39 @@ def test_wall_clock_comes_from_tensorboard_event_times(tmp_path: Path) -> None:
     np.testing.assert_allclose(run.curve.steps, [1000, 2000, 3000])
 
 
+def test_a_resumed_runs_pause_is_not_training_time(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
+    write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=4000)
+    # two processes: steps 1000-2000 at 5 steps/s, a day's pause, then 3000-4000 at 10 steps/s
+    for folder, events in (("PPO_1", ((1000, 1_000_000.0), (2000, 1_000_200.0))),
+                           ("PPO_1", ((3000, 1_090_000.0), (4000, 1_090_100.0)))):
+        writer = SummaryWriter(str(run_dir / "tb" / folder), filename_suffix=str(events[0][0]))
+        for step, wall in events:
+            writer.add_scalar("eval/mean_return", step / 100, step, walltime=wall)
+        writer.close()
+    (run,) = find_runs(tmp_path / "sweep")
+    # 200 s before step 1000 (5 steps/s), 200 s to 2000, 100 s bridging 2000 -> 3000 at the new speed, 100 s to 4000
+    np.testing.assert_allclose(run.curve.steps, [1000, 2000, 4000])
+    np.testing.assert_allclose(run.curve.seconds, [200.0, 400.0, 600.0])
+
+
+def test_the_runs_own_training_clock_comes_first(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
+    write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=3000)
+    history = json.loads((run_dir / "evaluations.json").read_text())
+    for entry, seconds in zip(history, (40.0, 90.0)):
+        entry["train_seconds"] = seconds
+    (run_dir / "evaluations.json").write_text(json.dumps(history))
+    final = json.loads((run_dir / "eval.json").read_text()) | {"train_seconds": 140.0}
+    (run_dir / "eval.json").write_text(json.dumps(final))
+    writer = SummaryWriter(str(run_dir / "tb" / "PPO_1"))  # event times that disagree lose
+    for step, wall in ((1000, 1_000_050.0), (2000, 1_000_250.0)):
+        writer.add_scalar("eval/mean_return", step / 100, step, walltime=wall)
+    writer.close()
+    (run,) = find_runs(tmp_path / "sweep")
+    np.testing.assert_allclose(run.curve.seconds, [40.0, 90.0, 140.0])
+
+
 def test_pretraining_runs_get_their_own_table(tmp_path: Path) -> None:
     for seed, loss in enumerate([100.0, 110.0]):
         run_dir = tmp_path / "pretrain" / "Pong" / "vae" / f"seed{seed}"

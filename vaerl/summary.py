@@ -170,7 +170,9 @@ def _agent_run(run_dir: Path, final: dict[str, Any], game: str, setting: str, se
     if total and (not len(steps) or steps[-1] < total):  # the final evaluation closes the curve
         steps, values = np.append(steps, total), np.append(values, final["mean_return"])
     fps = float(final.get("fps") or (total / seconds if seconds else np.nan))
-    curve = Curve(steps, values, _seconds_at(run_dir, "eval/mean_return", steps, fps)) if len(steps) else None
+    curve = Curve(steps, values, _seconds_at(run_dir, history, final, steps, fps)) if len(steps) else None
+    if curve is not None and np.isfinite(curve.seconds[-1]):
+        seconds = float(curve.seconds[-1])  # the whole run's training time, also where it was resumed
     figures = {"return": float(final["mean_return"]), "steps": total, "fps": fps, "hours": seconds / 3600}
     return Run(run_dir, "agent", game, setting, seed, figures, curve)
 
@@ -195,36 +197,82 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _seconds_at(run_dir: Path, tag: str, steps: np.ndarray, fps: float) -> np.ndarray:
-    """Seconds since the run started at each of ``steps``: TensorBoard event times, else ``steps / fps``."""
-    series = tensorboard_scalars(run_dir / "tb", tag)
-    if series is not None and len(series[0]) >= 2:
-        logged_steps, _, wall = series
-        # the run started before its first evaluation: place step 0 by the speed between the first two events
-        rate = (logged_steps[1] - logged_steps[0]) / max(wall[1] - wall[0], 1e-9)
-        start = wall[0] - logged_steps[0] / rate
-        return np.interp(steps, logged_steps, wall - start)
+def _seconds_at(run_dir: Path, history: list[dict[str, Any]], final: dict[str, Any], steps: np.ndarray,
+                fps: float) -> np.ndarray:
+    """Training seconds at each of ``steps``: the run's own clock where its evaluations recorded it (pauses
+    between resumptions left out), else TensorBoard event times (:func:`training_seconds`), else ``steps / fps``."""
+    if history and all("train_seconds" in h for h in history):
+        logged = [(0.0, 0.0)] + [(h["step"], h["train_seconds"]) for h in history]
+        if "train_seconds" in final:
+            logged.append((final.get("total_steps", history[-1]["step"]), final["train_seconds"]))
+        at_step, seconds = np.array(sorted(logged)).T
+        return np.interp(steps, at_step, seconds)
+    segments = tensorboard_segments(run_dir / "tb", "eval/mean_return")
+    if sum(len(segment[0]) for segment in segments) >= 2:
+        logged_steps, clock = training_seconds(segments)
+        return np.interp(steps, logged_steps, clock)
     return steps / fps if fps and np.isfinite(fps) else np.full(len(steps), np.nan)
+
+
+def training_seconds(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, seconds of training at each) from the event files of one run, one ``(steps, values, wall times)``
+    segment per process that wrote to it (a resumed run has several).
+
+    Wall time between events of one process counts as it is. The time before a process's first event (its
+    start-up, or a pause and a resumption) was not observed: it is bridged at the speed of the nearest process
+    with two events, so a run paused for a day and resumed is not a day slower."""
+    ordered = sorted((s for s in segments if len(s[0])), key=lambda s: s[0][0])
+    rates = [(s[0][-1] - s[0][0]) / max(s[2][-1] - s[2][0], 1e-9) if len(s[0]) >= 2 else np.nan for s in ordered]
+    known = [r for r in rates if np.isfinite(r)]
+    if not known:
+        raise ValueError("training_seconds needs a segment with at least two events")
+    points: dict[float, float] = {}
+    clock, previous_step, rate = 0.0, 0.0, known[0]
+    for (seg_steps, _, wall), seg_rate in zip(ordered, rates):
+        rate = seg_rate if np.isfinite(seg_rate) else rate
+        clock += max(seg_steps[0] - previous_step, 0.0) / rate
+        start = clock - wall[0]
+        for step, time in zip(seg_steps, wall):
+            points[float(step)] = start + time  # a resumed process's later value wins
+        clock, previous_step = start + wall[-1], seg_steps[-1]
+    at_step = np.array(sorted(points))
+    return at_step, np.array([points[s] for s in at_step])
+
+
+def tensorboard_segments(tb_dir: Path, tag: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(steps, values, wall times)`` of ``tag`` in each event file below ``tb_dir`` (one per process that
+    logged), in the order the files were written; empty if there are none."""
+    if not tb_dir.is_dir():
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow to import
+
+    segments = []
+    for file in sorted(tb_dir.rglob("events.out.tfevents.*"), key=_written_at):
+        accumulator = EventAccumulator(str(file), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags().get("scalars", []):
+            events = accumulator.Scalars(tag)
+            segments.append(tuple(np.array(v, dtype=float) for v in
+                                  zip(*[(e.step, e.value, e.wall_time) for e in events])))
+    return segments
+
+
+def _written_at(event_file: Path) -> tuple[int, str]:
+    """Event files are named ``events.out.tfevents.<unix time>.<host>...``: sort by that time."""
+    stamp = event_file.name.split(".")[3]
+    return (int(stamp) if stamp.isdigit() else 0, str(event_file))
 
 
 def tensorboard_scalars(tb_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(steps, values, wall times) of ``tag`` over every event file below ``tb_dir``, by step; None if absent."""
-    if not tb_dir.is_dir():
-        return None
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow to import
-
-    points: dict[int, tuple[float, float]] = {}
-    for folder in sorted({p.parent for p in tb_dir.rglob("events.out.tfevents.*")}):
-        accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags().get("scalars", []):
-            for event in accumulator.Scalars(tag):
-                points[event.step] = (event.value, event.wall_time)  # a resumed run's later value wins
+    points: dict[float, tuple[float, float]] = {}
+    for steps, values, wall in tensorboard_segments(tb_dir, tag):
+        points.update({s: (v, w) for s, v, w in zip(steps, values, wall)})  # a resumed run's later value wins
     if not points:
         return None
     steps = np.array(sorted(points), dtype=float)
-    values = np.array([points[int(s)][0] for s in steps])
-    wall = np.array([points[int(s)][1] for s in steps])
+    values = np.array([points[s][0] for s in steps])
+    wall = np.array([points[s][1] for s in steps])
     return steps, values, wall
 
 

@@ -18,6 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from vaerl.io import atomic_path, write_json
 
 CHECKPOINT = "checkpoints/last.zip"
+CHECKPOINT_STATE = "checkpoints/last.json"
 REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"
 PROGRESS_SECONDS = 30.0  # between progress lines when there is no progress bar
 
@@ -38,6 +39,31 @@ def evaluate(model: BaseAlgorithm, env: VecEnv, episodes: int, seed: int, determ
     }
 
 
+class TrainingClock:
+    """Seconds a run has spent training, summed over its resumptions: the time a run was stopped is not counted,
+    so learning curves of resumed runs have an honest wall-clock axis. ``before`` is what the checkpoint that
+    training resumes from recorded (steps after it are trained again, and their time counted again)."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before = float(before)
+        self._start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self._start
+
+    def session_seconds(self) -> float:
+        """Seconds since this process started training."""
+        return time.perf_counter() - self._start
+
+
+def checkpoint_state(run_dir: Path) -> dict[str, Any]:
+    """What the last checkpoint recorded: ``num_timesteps`` and ``train_seconds`` (0 for checkpoints older than
+    the clock)."""
+    path = Path(run_dir) / CHECKPOINT_STATE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    return {"num_timesteps": int(state.get("num_timesteps", 0)), "train_seconds": float(state.get("train_seconds", 0))}
+
+
 def save_model(model: BaseAlgorithm, path: Path) -> None:
     """``model.save`` to a temporary name, then one rename: a reader never sees half a zip."""
     with atomic_path(path) as tmp:  # its ".tmp" suffix stops SB3 from appending ".zip"
@@ -47,9 +73,11 @@ def save_model(model: BaseAlgorithm, path: Path) -> None:
 class PeriodicEval(BaseCallback):
     """Every ``every`` agent steps: evaluate, log ``eval/*`` to TensorBoard, append to ``evaluations.json``."""
 
-    def __init__(self, env: VecEnv, path: Path, *, every: int, episodes: int, seed: int, deterministic: bool) -> None:
+    def __init__(self, env: VecEnv, path: Path, *, every: int, episodes: int, seed: int, deterministic: bool,
+                 clock: TrainingClock | None = None) -> None:
         super().__init__()
         self.env, self.path, self.every, self.episodes = env, Path(path), every, episodes
+        self.clock = clock or TrainingClock()
         self.seed, self.deterministic = seed, deterministic
         self.history: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
         self._next = 0
@@ -61,8 +89,9 @@ class PeriodicEval(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             self._next += self.every
+            train_seconds = round(self.clock.seconds(), 1)  # before evaluating: the curve's x, not its cost
             result = evaluate(self.model, self.env, self.episodes, self.seed, self.deterministic)
-            self.history.append({"step": self.num_timesteps, **result})
+            self.history.append({"step": self.num_timesteps, "train_seconds": train_seconds, **result})
             write_json(self.path, self.history)
             self.logger.record("eval/mean_return", result["mean_return"])
             self.logger.record("eval/std_return", result["std_return"])
@@ -74,9 +103,10 @@ class PeriodicEval(BaseCallback):
 class ResumableCheckpoint(BaseCallback):
     """Every ``every`` agent steps (and when interrupted), save what ``train_agent`` needs to resume."""
 
-    def __init__(self, run_dir: Path, every: int) -> None:
+    def __init__(self, run_dir: Path, every: int, clock: TrainingClock | None = None) -> None:
         super().__init__()
         self.run_dir, self.every = Path(run_dir), every
+        self.clock = clock or TrainingClock()
         self._last = 0
 
     def _on_training_start(self) -> None:
@@ -89,16 +119,18 @@ class ResumableCheckpoint(BaseCallback):
 
     def save(self) -> None:
         self._last = self.num_timesteps
-        save_checkpoint(self.model, self.run_dir)
+        save_checkpoint(self.model, self.run_dir, self.clock.seconds())
 
 
-def save_checkpoint(model: BaseAlgorithm, run_dir: Path) -> None:
-    """The model (and replay buffer of off-policy algorithms) under ``run_dir/checkpoints``."""
+def save_checkpoint(model: BaseAlgorithm, run_dir: Path, train_seconds: float) -> None:
+    """The model (and replay buffer of off-policy algorithms) under ``run_dir/checkpoints``, and how far and how
+    long it had trained."""
     if isinstance(model, OffPolicyAlgorithm):
         with atomic_path(run_dir / REPLAY_BUFFER) as tmp:
             model.save_replay_buffer(tmp)
     save_model(model, run_dir / CHECKPOINT)  # last: its presence means the checkpoint is complete
-    write_json(run_dir / "checkpoints" / "last.json", {"num_timesteps": model.num_timesteps})
+    write_json(run_dir / CHECKPOINT_STATE, {"num_timesteps": model.num_timesteps,
+                                            "train_seconds": round(train_seconds, 1)})
 
 
 class ProgressLog(BaseCallback):

@@ -1,9 +1,12 @@
-"""A Stable-Baselines3 features extractor made of a pretrained vaerl encoder, frozen or fine-tuned.
+"""Stable-Baselines3 features extractors for latent runs.
 
-The env hands the policy preprocessed uint8 frames (:class:`vaerl.wrappers.PreprocessedVecEnv`);
-the extractor encodes them with the checkpoint's encoder, so with ``trainable=True`` the encoder
-learns with the policy (``encoder.finetune=true``). With ``trainable=False`` it is the same
-computation as :class:`vaerl.wrappers.LatentVecEnv`, only inside the policy.
+:class:`EncoderFeatures` is a pretrained vaerl encoder inside the policy, frozen or fine-tuned: the env
+hands the policy preprocessed uint8 frames (:class:`vaerl.wrappers.PreprocessedVecEnv`) and the
+extractor encodes them with the checkpoint's encoder, so with ``trainable=True`` the encoder learns
+with the policy (``encoder.finetune=true``). With ``trainable=False`` it is the same computation as
+:class:`vaerl.wrappers.LatentVecEnv`, only inside the policy.
+
+:class:`StandardizedLatents` standardises latents the env already encoded (``encoder.standardize=true``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -99,3 +103,37 @@ def load_pretrained(policy: torch.nn.Module, path: str | Path) -> int:
     for extractor in extractors:
         extractor.load_checkpoint(path)
     return len(extractors)
+
+
+class StandardizedLatents(BaseFeaturesExtractor):
+    """Latents ``(N, ...)`` -> ``(latent - mean) / scale``, flattened and clipped to ``[-clip, clip]``.
+
+    A latent's numbers come in different units: Gaussian means near N(0, 1), foreground sums up to a few
+    pixels' worth, part masses up to tens of pixels, centres in [-1, 1]. An MLP's first layer sees them on
+    one scale after this. The statistics are fitted once, before training, on observations of random play
+    (:meth:`fit`, as RND initialises its observation normalisation) and then stay fixed, so a stored
+    rollout means the same thing at every PPO epoch. They are buffers: checkpoints and ``agent.zip`` carry
+    them, and evaluation, video and resumed runs see what training saw. A number that hardly varied in
+    random play is divided by ``floor`` instead of its tiny spread, and clipping bounds what random play
+    never showed (late-game states).
+    """
+
+    def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0) -> None:
+        size = int(np.prod(observation_space.shape))
+        super().__init__(observation_space, features_dim=size)
+        self.floor, self.clip = float(floor), float(clip)
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("scale", torch.ones(size))
+
+    @torch.no_grad()
+    def fit(self, observations: np.ndarray | torch.Tensor) -> None:
+        """Set mean and scale from ``(N, ...)`` observations (N >= 2)."""
+        x = torch.as_tensor(observations, dtype=torch.float32).flatten(1)
+        if x.shape[0] < 2 or x.shape[1] != self.mean.numel():
+            raise ValueError(f"StandardizedLatents.fit needs (N >= 2, {self.mean.numel()}) observations, "
+                             f"got {tuple(x.shape)}")
+        self.mean.copy_(x.mean(0))
+        self.scale.copy_(x.std(0).clamp(min=self.floor))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return ((observations.flatten(1) - self.mean) / self.scale).clamp(-self.clip, self.clip)

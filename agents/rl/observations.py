@@ -26,12 +26,15 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.rl.config import TrainAgentConfig
-from agents.rl.features import EncoderFeatures, load_pretrained, window_frames
+from agents.rl.features import EncoderFeatures, StandardizedLatents, load_pretrained, window_frames
 from vaerl.encoder import Encoder
 from vaerl.envs.make import EnvConfig, preprocess_spec
 from vaerl.wrappers import LatentVecEnv, PreprocessedVecEnv
 
 PIXEL_FRAME_STACK = 4  # the Nature DQN / RL Zoo Atari input: 4 stacked 84x84 gray frames
+STANDARDIZE_STEPS = 256
+"""Steps of random play (in every training env) whose latents fit ``encoder.standardize``: 2,048
+observations with PPO's 8 envs, a few seconds."""
 
 Frame = np.ndarray  # (C, H, W) uint8
 Reconstruction = np.ndarray  # (C, H, W) in [0, 1]
@@ -75,17 +78,30 @@ class Observations:
 
 @dataclass(frozen=True)
 class LatentObservations(Observations):
-    """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change)."""
+    """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
+    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`)."""
 
     encoder: Encoder
     mode: str = "mean"
     stack: int = 4
     stack_mode: str = "concat"
+    standardize: bool = False
 
     threads: ClassVar[int] = 1
 
     def wrap(self, venv: VecEnv) -> VecEnv:
         return LatentVecEnv(venv, self.encoder, mode=self.mode, stack=self.stack, stack_mode=self.stack_mode)
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        return {"features_extractor_class": StandardizedLatents} if self.standardize else {}
+
+    def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
+        if not self.standardize:
+            return
+        observations = random_play(model.get_env(), STANDARDIZE_STEPS)
+        for extractor in model.policy.modules():
+            if isinstance(extractor, StandardizedLatents):
+                extractor.fit(observations)
 
     def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
         assert isinstance(env, LatentVecEnv)
@@ -175,7 +191,18 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
     options = cfg.encoder
     if options.finetune:
         return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
-    return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode)
+    return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
+                              standardize=options.standardize)
+
+
+def random_play(env: VecEnv, steps: int) -> np.ndarray:
+    """Observations ``(steps * num_envs, ...)`` of ``steps`` uniformly random actions in every env of ``env``,
+    from a reset (the action space's own RNG, which the agent's seed sets). Training resets ``env`` again."""
+    observations = [env.reset()]
+    for _ in range(steps - 1):
+        actions = np.stack([env.action_space.sample() for _ in range(env.num_envs)])
+        observations.append(env.step(actions)[0])
+    return np.concatenate(observations)
 
 
 def _reconstruction(encoder: Encoder, latent: torch.Tensor, mode: str) -> Reconstruction:

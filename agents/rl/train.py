@@ -19,7 +19,6 @@ import importlib.util
 import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,8 @@ from agents.rl.callbacks import (
     PeriodicEval,
     ProgressLog,
     ResumableCheckpoint,
+    TrainingClock,
+    checkpoint_state,
     evaluate,
     save_model,
 )
@@ -78,17 +79,19 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
 
         _write_inputs(run_dir, cfg, observations, fresh=not resume)
         model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, resume)
-        start_steps, start = model.num_timesteps, time.perf_counter()
-        _learn(model, cfg, run_dir, eval_env, eval_seed)
-        seconds = time.perf_counter() - start
+        start_steps = model.num_timesteps
+        clock = TrainingClock(checkpoint_state(run_dir)["train_seconds"] if resume else 0.0)
+        _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
+        seconds = clock.session_seconds()
         save_model(model, run_dir / "agent.zip")
 
         final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.deterministic)
         result = {
             **final, "env": cfg.env.id, "algo": cfg.agent.algo, "latent": cfg.latent, "seed": cfg.seed,
             "finetune": cfg.latent and cfg.encoder.finetune, "device": str(device),
-            "total_steps": model.num_timesteps, "resumed_from": start_steps, "train_seconds": round(seconds, 1),
-            "fps": round((model.num_timesteps - start_steps) / max(seconds, 1e-9), 1),
+            "total_steps": model.num_timesteps, "resumed_from": start_steps,
+            "train_seconds": round(clock.seconds(), 1),  # over every resumption
+            "fps": round((model.num_timesteps - start_steps) / max(seconds, 1e-9), 1),  # this last session's
         }
     finally:
         env.close()
@@ -152,15 +155,17 @@ def _load_or_build(
     return model
 
 
-def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env: Any, eval_seed: int) -> None:
+def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env: Any, eval_seed: int,
+           clock: TrainingClock) -> None:
     remaining = cfg.total_steps - model.num_timesteps
     if remaining <= 0:
         return
-    checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_every)
+    checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_every, clock)
     callbacks = [checkpoint]
     if cfg.eval.every > 0:
         callbacks.append(PeriodicEval(eval_env, run_dir / "evaluations.json", every=cfg.eval.every,
-                                      episodes=cfg.eval.episodes, seed=eval_seed, deterministic=cfg.eval.deterministic))
+                                      episodes=cfg.eval.episodes, seed=eval_seed, deterministic=cfg.eval.deterministic,
+                                      clock=clock))
     progress_bar = cfg.progress_bar and sys.stdout.isatty()  # a log file gets progress lines instead
     if progress_bar and importlib.util.find_spec("rich") is None:
         log.warning("no progress bar: SB3's needs `pip install rich tqdm`")
