@@ -274,29 +274,6 @@ def test_parts_need_the_foreground_projections() -> None:
         build_model("vae", input_shape=(1, 84, 84), foreground_projections=False, foreground_parts=2)
     with pytest.raises(ValueError, match="foreground_parts must be >= 0"):
         build_model("vae", input_shape=(1, 84, 84), foreground_parts=-1)
-    with pytest.raises(ValueError, match="set foreground_parts > 0 or foreground_part_context=0"):
-        build_model("vae", input_shape=(1, 84, 84), foreground_part_context=2)
-    with pytest.raises(ValueError, match="foreground_part_context must be >= 0"):
-        build_model("vae", input_shape=(1, 84, 84), foreground_parts=2, foreground_part_context=-1)
-
-
-@pytest.mark.parametrize(("layers", "reach"), [(0, 1), (1, 3), (2, 7)])
-def test_part_context_widens_what_decides_a_blocks_shares(layers: int, reach: int) -> None:
-    """The shares of the 2x2 block at pixels 16-17 depend on pixels up to 1 + 2 (2^k - 1) beyond it: 4, 8 and 16
-    pixels wide in all with 0, 1 and 2 context layers, and on nothing farther."""
-    torch.manual_seed(0)
-    encoder = ForegroundProjections(in_channels=1, input_hw=(32, 32), num_parts=2, context_layers=layers)
-    with torch.no_grad():
-        torch.nn.init.normal_(encoder.part_net[-1].weight)  # not the even split a fresh net starts from
-    frames = torch.zeros(1, 1, 32, 32)
-
-    def block_changes(column: int) -> bool:
-        lit = frames.clone()
-        lit[..., 16, column] = 1.0
-        return not torch.equal(encoder.cell_shares(lit)[..., 8, 8], encoder.cell_shares(frames)[..., 8, 8])
-
-    assert block_changes(17 + reach) and block_changes(16 - reach)
-    assert not block_changes(18 + reach) and not block_changes(15 - reach)
 
 
 @pytest.mark.parametrize("hw", [(8, 10), (9, 7)])

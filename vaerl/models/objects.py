@@ -178,7 +178,7 @@ class ForegroundProjections(nn.Module):
     name = "foreground"
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], num_parts: int = 0, hidden: int = 8,
-                 temperature: float = 0.1, context_layers: int = 0) -> None:
+                 temperature: float = 0.1) -> None:
         super().__init__()
         self.grid = (int(input_hw[0]), int(input_hw[1]))
         self.num_parts = int(num_parts)
@@ -187,17 +187,11 @@ class ForegroundProjections(nn.Module):
         self.temperature = temperature
         if self.num_parts < 0:
             raise ValueError(f"num_parts must be >= 0, got {num_parts}")
-        if context_layers < 0:
-            raise ValueError(f"context_layers must be >= 0, got {context_layers}")
         self.register_buffer("background", torch.zeros(in_channels, *self.grid))
         if self.num_parts:
             height, width = self.grid
-            # context: 3x3 convolutions at half resolution, dilated 1, 2, 4, ..., widen what the net sees around
-            # a block from 4x4 pixels to 4 + 4 (2^k - 1), so a ball beside the paddle's end is told from it
-            context = [layer for i in range(context_layers) for layer in
-                       (nn.Conv2d(hidden, hidden, 3, padding=2**i, dilation=2**i), nn.ReLU(inplace=True))]
             self.part_net = nn.Sequential(
-                nn.Conv2d(in_channels, hidden, 4, 2, 1), nn.ReLU(inplace=True), *context,
+                nn.Conv2d(in_channels, hidden, 4, 2, 1), nn.ReLU(inplace=True),
                 nn.Conv2d(hidden, self.num_parts + 1, 1),
             )
             # start from an even split: a random net's sharp softmax would hand whole objects to one part

@@ -64,9 +64,6 @@ class VAEConfig:
     foreground_parts: int = 0
     """Learned parts of the foreground, each handed on as its mass, centre and spread (5 numbers); needs
     ``foreground_projections``."""
-    foreground_part_context: int = 0
-    """Dilated 3x3 layers in the net that assigns pixels to parts: it sees 4 + 4 (2^k - 1) pixels around each
-    2x2 block instead of 4, enough to tell a ball from the end of a paddle it touches."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -81,11 +78,6 @@ class VAEConfig:
                              "(object_channels=0 or foreground_projections=false)")
         if self.foreground_parts < 0:
             raise ValueError(f"foreground_parts must be >= 0, got {self.foreground_parts}")
-        if self.foreground_part_context < 0:
-            raise ValueError(f"foreground_part_context must be >= 0, got {self.foreground_part_context}")
-        if self.foreground_part_context and not self.foreground_parts:
-            raise ValueError("foreground_part_context widens the view of the foreground parts' net; set "
-                             "foreground_parts > 0 or foreground_part_context=0")
         if self.foreground_parts and not self.foreground_projections:
             raise ValueError("foreground_parts split the foreground projections into parts; set "
                              "foreground_projections=true or foreground_parts=0")
@@ -150,8 +142,7 @@ class VAE(FrameModel):
         if config.object_channels:
             self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
         elif config.foreground_projections:
-            self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts,
-                                                        context_layers=config.foreground_part_context)
+            self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts)
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
 
