@@ -242,7 +242,7 @@ def test_standardized_latents_have_zero_mean_unit_scale_on_what_they_were_fitted
 
 
 def test_standardized_run_fits_on_random_play_and_reloads_with_the_same_statistics(runs: Path) -> None:
-    cfg = config(runs, **{"encoder.standardize": True, "eval.every": 0, "video.steps": 0, "total_steps": 64})
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64})  # standardised by default
     train_agent(cfg)
     agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
     extractor = agent.model.policy.features_extractor
@@ -258,9 +258,13 @@ def test_standardized_run_fits_on_random_play_and_reloads_with_the_same_statisti
     np.testing.assert_allclose(extractor.mean.numpy(), play_obs.mean(0), atol=1e-4)
 
 
-def test_standardize_refuses_a_finetuned_encoder(runs: Path) -> None:
-    with pytest.raises(ConfigError, match="drop one of the two"):
-        config(runs, **{"encoder.standardize": True, "encoder.finetune": True})
+def test_latent_runs_standardise_by_default_and_fine_tuned_or_unstandardised_ones_do_not(runs: Path) -> None:
+    cpu = torch.device("cpu")
+    cases = {(): StandardizedLatents, (("encoder.standardize", False),): None,
+             (("encoder.finetune", True),): EncoderFeatures}
+    for changes, extractor in cases.items():
+        observations = run_observations(config(runs, **dict(changes)), cpu)
+        assert observations.policy_kwargs().get("features_extractor_class") is extractor
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

@@ -58,9 +58,10 @@ class EncoderOptions:
     """Consecutive latents per observation (motion), like the pixel baseline's 4 stacked frames."""
     stack_mode: str = "concat"
     """``concat``: the last ``stack`` latents; ``delta``: latent and its change since the last step."""
-    standardize: bool = False
+    standardize: bool = True
     """Standardise the latents in the policy with statistics of random play, fitted before training and then
-    fixed (:class:`agents.rl.features.StandardizedLatents`); frozen encoders only."""
+    fixed (:class:`agents.rl.features.StandardizedLatents`). Frozen encoders only: a fine-tuned one
+    (``finetune``) learns its own scale, and the setting does not apply to it."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -75,9 +76,6 @@ class EncoderOptions:
             raise ConfigError(f"encoder.stack must be >= 1, got {self.stack}")
         if self.finetune and self.mode != "mean":
             raise ConfigError("encoder.finetune=true trains on the deterministic features: use encoder.mode=mean")
-        if self.finetune and self.standardize:
-            raise ConfigError("encoder.standardize=true standardises the latents of a frozen encoder; a fine-tuned "
-                              "one (encoder.finetune=true) learns its own scale: drop one of the two")
 
 
 @dataclass

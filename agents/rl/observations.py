@@ -189,7 +189,7 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
         return PixelObservations(cfg.env) if has_images else RawObservations()
     assert encoder is not None, "latent=true runs need their encoder"
     options = cfg.encoder
-    if options.finetune:
+    if options.finetune:  # a fine-tuned encoder learns its own scale: encoder.standardize does not apply
         return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
     return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
                               standardize=options.standardize)
