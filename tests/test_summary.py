@@ -80,6 +80,17 @@ def test_a_resumed_runs_pause_is_not_training_time(tmp_path: Path) -> None:
     np.testing.assert_allclose(run.curve.seconds, [200.0, 400.0, 600.0])
 
 
+def test_one_event_per_process_falls_back_to_the_runs_speed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
+    write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=3000)
+    for step, wall in ((1000, 1_000_000.0), (2000, 1_090_000.0)):  # two processes, one evaluation each
+        writer = SummaryWriter(str(run_dir / "tb" / "PPO_1"), filename_suffix=str(step))
+        writer.add_scalar("eval/mean_return", step / 100, step, walltime=wall)
+        writer.close()
+    (run,) = find_runs(tmp_path / "sweep")
+    np.testing.assert_allclose(run.curve.seconds, [10.0, 20.0, 30.0])  # steps / fps, not a day's pause
+
+
 def test_the_runs_own_training_clock_comes_first(tmp_path: Path) -> None:
     run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
     write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=3000)

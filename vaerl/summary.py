@@ -208,7 +208,7 @@ def _seconds_at(run_dir: Path, history: list[dict[str, Any]], final: dict[str, A
         at_step, seconds = np.array(sorted(logged)).T
         return np.interp(steps, at_step, seconds)
     segments = tensorboard_segments(run_dir / "tb", "eval/mean_return")
-    if sum(len(segment[0]) for segment in segments) >= 2:
+    if any(len(segment[0]) >= 2 for segment in segments):  # a speed to bridge the gaps with
         logged_steps, clock = training_seconds(segments)
         return np.interp(steps, logged_steps, clock)
     return steps / fps if fps and np.isfinite(fps) else np.full(len(steps), np.nan)

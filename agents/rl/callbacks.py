@@ -56,12 +56,10 @@ class TrainingClock:
         return time.perf_counter() - self._start
 
 
-def checkpoint_state(run_dir: Path) -> dict[str, Any]:
-    """What the last checkpoint recorded: ``num_timesteps`` and ``train_seconds`` (0 for checkpoints older than
-    the clock)."""
+def checkpoint_seconds(run_dir: Path) -> float:
+    """The training seconds the last checkpoint recorded (0 for none, or for one older than the clock)."""
     path = Path(run_dir) / CHECKPOINT_STATE
-    state = json.loads(path.read_text()) if path.exists() else {}
-    return {"num_timesteps": int(state.get("num_timesteps", 0)), "train_seconds": float(state.get("train_seconds", 0))}
+    return float(json.loads(path.read_text()).get("train_seconds", 0.0)) if path.exists() else 0.0
 
 
 def save_model(model: BaseAlgorithm, path: Path) -> None:

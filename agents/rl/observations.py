@@ -85,7 +85,7 @@ class LatentObservations(Observations):
     mode: str = "mean"
     stack: int = 4
     stack_mode: str = "concat"
-    standardize: bool = False
+    standardize: bool = True
 
     threads: ClassVar[int] = 1
 

@@ -34,7 +34,7 @@ from agents.rl.callbacks import (
     ProgressLog,
     ResumableCheckpoint,
     TrainingClock,
-    checkpoint_state,
+    checkpoint_seconds,
     evaluate,
     save_model,
 )
@@ -80,7 +80,7 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         _write_inputs(run_dir, cfg, observations, fresh=not resume)
         model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, resume)
         start_steps = model.num_timesteps
-        clock = TrainingClock(checkpoint_state(run_dir)["train_seconds"] if resume else 0.0)
+        clock = TrainingClock(checkpoint_seconds(run_dir) if resume else 0.0)
         _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
         seconds = clock.session_seconds()
         save_model(model, run_dir / "agent.zip")
