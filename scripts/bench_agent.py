@@ -9,7 +9,7 @@
    with the default encoder and with a NatureCNN-width one (32-64-64 channels, twice the default's).
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
-   CnnPolicy on pixels vs MlpPolicy on latents.
+   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from agents.rl.builders import build_agent
 from agents.rl.config import AgentConfig
-from agents.rl.observations import LatentObservations
+from agents.rl.observations import LatentObservations, Observations
 from vaerl.checkpoint import save_checkpoint
 from vaerl.config import from_dict
 from vaerl.encoder import Encoder, load_encoder
@@ -116,14 +116,19 @@ def encoder_speed(encoder: Encoder, batch: int, threads: int, seconds: float = 3
     return done / (time.perf_counter() - start)
 
 
-def train_speed(make_env, latent: bool, steps: int, threads: int, device: torch.device) -> float:
-    """PPO agent steps/s over ``steps`` steps (after one warm-up update)."""
+def train_speed(make_env, observations: Observations | None, steps: int, threads: int, device: torch.device) -> float:
+    """PPO agent steps/s over ``steps`` steps (after one warm-up update); ``observations`` builds the latent
+    policy as ``train_agent.py`` does (standardised latents), ``None`` is the pixel baseline."""
     torch.set_num_threads(threads)
     raw = OmegaConf.to_container(OmegaConf.load(REPO / "configs/agent/ppo.yaml"))
     agent = from_dict(AgentConfig, raw)
-    settings = agent.settings(latent)
+    settings = agent.settings(observations is not None)
     env = make_env()
-    model = build_agent("ppo", settings, env, policy=settings["policy"], seed=0, device=device, tensorboard_log=None)
+    extra = observations.policy_kwargs() if observations else None
+    model = build_agent("ppo", settings, env, policy=settings["policy"], seed=0, device=device, tensorboard_log=None,
+                        extra_policy_kwargs=extra)
+    if observations:  # fits the standardisation on random play; a frozen encoder in the env needs no file
+        observations.initialise(model, encoder_file=Path(os.devnull))
     rollout = settings["n_steps"] * N_ENVS
     model.learn(rollout)
     start = time.perf_counter()
@@ -180,8 +185,9 @@ def main() -> None:
                                             for b in (8, 64)})
     if not args.skip_train:
         # the pixel baseline at its best thread count, so a busy machine cannot flatter the ratio
-        pixel = {t: train_speed(ale_pixels, False, args.train_steps, t, device) for t in (1, 2)}
-        latent_fps = train_speed(lambda: ale_latent(encoder), True, args.train_steps, latent_threads, device)
+        pixel = {t: train_speed(ale_pixels, None, args.train_steps, t, device) for t in (1, 2)}
+        latent_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder), args.train_steps,
+                                 latent_threads, device)
         best = max(pixel.values())
         results["ppo_fps"] = {**{f"pixels (CnnPolicy), {t} thread(s)": v for t, v in pixel.items()},
                               f"latents (MlpPolicy), {latent_threads} thread": latent_fps,

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -26,6 +27,7 @@ from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
 from agents.rl.features import StandardizedLatents, load_pretrained
+from agents.rl.frames import agent_frames, collect_agent_frames
 from agents.rl.observations import (
     STANDARDIZE_STEPS,
     FinetuneObservations,
@@ -37,9 +39,12 @@ from agents.rl.observations import (
 from vaerl.checkpoint import load_model, save_checkpoint
 from vaerl.cli import parse_config
 from vaerl.config import from_dict
+from vaerl.data import FrameDataset, ensure_dataset
 from vaerl.envs import EnvConfig, make_env, preprocess_spec
-from vaerl.errors import CheckpointError, ConfigError, ObservationError
+from vaerl.errors import CheckpointError, ConfigError, DatasetError, ObservationError
+from vaerl.evaluation.runs import file_digest
 from vaerl.models import build_model
+from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.wrappers import LatentPipeline
 
 FAKE = {"name": "fake", "id": "vaerl/FakeFrames-v0", "kind": "gym", "size": None,
@@ -114,6 +119,85 @@ def test_saved_agent_reloads_with_its_encoder_and_reproduces_its_evaluation(trai
     assert again["returns"] == json.loads((trained / "eval.json").read_text())["returns"]
     returns = play(load_agent(trained, device="cpu"), episodes=1)
     assert len(returns) == 1 and returns[0] >= 0
+
+
+# ------------------------------------------------------------------- pretraining frames of an agent's play
+def agent_pretrain_config(trained: Path, tmp_path: Path, frames: int = 90, env: dict = FAKE) -> PretrainConfig:
+    return PretrainConfig(
+        env=from_dict(EnvConfig, env), model={"kind": "vae", **TINY_VAE},
+        data=DataConfig(frames=frames, root=str(tmp_path / "data"), policy=str(trained)),
+        train=TrainConfig(steps=2, batch_size=8, val_every=2, val_frames=16, checkpoint_every=2),
+        weighting=WeightingConfig(background_frames=20), run_dir=str(tmp_path / "pretrain"), progress=False,
+        device="cpu",
+    )
+
+
+def test_pretraining_on_an_agents_play_stores_its_frames_actions_and_whole_episodes(trained: Path,
+                                                                                     tmp_path: Path) -> None:
+    cfg = agent_pretrain_config(trained, tmp_path)
+    metrics = pretrain(cfg, agent_frames(cfg))
+    assert metrics["completed"]
+    (folder,) = [p for p in (tmp_path / "data").iterdir() if p.is_dir()]
+    dataset = FrameDataset(folder)
+    assert len(dataset) == 90 and dataset.frame_shape == (1, 40, 40)
+    assert sorted(dataset.extra_names) == ["action", "reward"]  # the agent's env has no RAM: that extra is dropped
+    assert dataset.meta.info["policy"] == str(trained)
+    assert dataset.meta.info["key"]["agent"] == file_digest(trained / "agent.zip")
+    actions = dataset.extra("action")
+    assert set(np.unique(actions)) <= set(range(make_env(from_dict(EnvConfig, FAKE)).action_space.n))
+    # every episode is stored whole and in one piece, at most the fake env's 30 steps long
+    episodes = dataset.episodes
+    starts = np.flatnonzero(np.diff(episodes)) + 1
+    assert len(set(episodes[np.r_[0, starts]])) == len(starts) + 1 and np.bincount(episodes).max() <= 30
+    assert dataset.frames(slice(0, 90)).reshape(90, -1).max(axis=1).min() > 0  # frames, not blank placeholders
+
+
+def test_agent_frames_are_the_frames_the_agent_sees_and_reproducible(trained: Path, tmp_path: Path) -> None:
+    agent = load_agent(trained, device="cpu", n_envs=2, seed=5)
+    spec = agent.encoder.spec
+    first = collect_agent_frames(agent, spec, 40, tmp_path / "a", deterministic=True, progress=False)
+    agent = load_agent(trained, device="cpu", n_envs=2, seed=5)
+    seen = agent.observations.frame(agent.env, agent.env.reset(), 0)
+    openings = first.frames(np.r_[0, np.flatnonzero(np.diff(first.episodes)) + 1])
+    assert any(np.array_equal(frame, seen) for frame in openings)  # env 0's first frame opens a stored episode
+    again = collect_agent_frames(load_agent(trained, device="cpu", n_envs=2, seed=5), spec, 40, tmp_path / "b",
+                                 deterministic=True, progress=False)
+    np.testing.assert_array_equal(first.frames(slice(0, 40)), again.frames(slice(0, 40)))
+    np.testing.assert_array_equal(first.extra("action"), again.extra("action"))
+
+
+def test_agent_frames_are_reused_and_collected_anew_for_another_agent(trained: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = agent_pretrain_config(trained, tmp_path)
+    frames = agent_frames(cfg)
+    spec = preprocess_spec(cfg.env, make_env(cfg.env))
+    first = ensure_dataset(cfg.data.root, lambda: None, spec, 90, key={"policy": frames.key}, collector=frames.collect)
+    calls = []
+    again = ensure_dataset(cfg.data.root, lambda: None, spec, 90, key={"policy": frames.key},
+                           collector=lambda path, spec: calls.append(path))
+    assert again.path == first.path and not calls
+    copy = tmp_path / "retrained"
+    shutil.copytree(trained, copy)
+    (copy / "agent.zip").write_bytes((trained / "agent.zip").read_bytes() + b"retrained")
+    assert agent_frames(replace(cfg, data=replace(cfg.data, policy=str(copy)))).key["agent"] != frames.key["agent"]
+
+
+def test_agent_frames_refuse_a_run_without_an_agent_another_game_or_missing_frames(trained: Path,
+                                                                                    tmp_path: Path) -> None:
+    cfg = agent_pretrain_config(trained, tmp_path)
+    with pytest.raises(ConfigError, match="holds no agent.zip"):
+        agent_frames(replace(cfg, data=replace(cfg.data, policy=str(tmp_path))))
+    with pytest.raises(ConfigError, match="data.policy and policy_frames go together"):
+        pretrain(cfg)  # data.policy set, but nothing to play it: the script passes agent_frames(cfg)
+    with pytest.raises(ConfigError, match="data.policy and policy_frames go together"):
+        pretrain(replace(cfg, data=replace(cfg.data, policy=None)), agent_frames(cfg))
+    breakout = agent_pretrain_config(trained, tmp_path, env={"name": "Breakout", "id": "ALE/Breakout-v5"})
+    with pytest.raises(ConfigError, match="plays vaerl/FakeFrames-v0, this run pretrains on ALE/Breakout-v5"):
+        pretrain(breakout, agent_frames(breakout))
+    small = agent_pretrain_config(trained, tmp_path, env={**FAKE, "size": [20, 20]})
+    with pytest.raises(DatasetError, match=r"frames \(1, 40, 40\), the encoder to pretrain needs uint8 \(1, 20, 20\)"):
+        pretrain(small, agent_frames(small))
+    assert not any(p.is_dir() for p in (tmp_path / "data").iterdir())  # nothing half-written is left to reuse
 
 
 def test_finished_run_is_not_overwritten(trained: Path) -> None:

@@ -71,9 +71,13 @@ class Observations:
     def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
         """Prepare a freshly built model (nothing to do unless the policy holds an encoder)."""
 
+    def frame(self, env: VecEnv, obs: np.ndarray, index: int = 0) -> Frame:
+        """The preprocessed frame env ``index`` shows now (``obs``: the agent's observations of ``env``)."""
+        raise NotImplementedError(f"{type(self).__name__} observes no frames")
+
     def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
         """The frame env 0 shows now and, where there is an encoder, the reconstruction of its latent."""
-        raise NotImplementedError(f"{type(self).__name__} has no video")
+        return self.frame(env, obs), None
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,10 @@ class LatentObservations(Observations):
         for extractor in model.policy.modules():
             if isinstance(extractor, StandardizedLatents):
                 extractor.fit(observations)
+
+    def frame(self, env: VecEnv, obs: np.ndarray, index: int = 0) -> Frame:
+        assert isinstance(env, LatentVecEnv)
+        return env.newest(index)[0]
 
     def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
         assert isinstance(env, LatentVecEnv)
@@ -137,10 +145,13 @@ class FinetuneObservations(Observations):
     def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
         load_pretrained(model.policy, encoder_file)
 
+    def frame(self, env: VecEnv, obs: np.ndarray, index: int = 0) -> Frame:
+        return obs[index, -self.encoder.spec.channels_per_frame:]
+
     def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
         # the policy's own (fine-tuned) encoder gives the latent, the checkpoint's decoder draws it
         extractor = next(m for m in model.policy.modules() if isinstance(m, EncoderFeatures))
-        frame = obs[0, -self.encoder.spec.channels_per_frame:]
+        frame = self.frame(env, obs)
         window = torch.as_tensor(obs[:, -extractor.in_channels:], device=model.device).float() / 255.0
         with torch.no_grad():
             latent = extractor.model.features(window)
@@ -168,8 +179,9 @@ class PixelObservations(Observations):
             return venv
         return PreprocessedVecEnv(venv, preprocess_spec(self.env, venv), frame_stack=PIXEL_FRAME_STACK)
 
-    def view(self, model: BaseAlgorithm, env: VecEnv, obs: np.ndarray) -> tuple[Frame, Reconstruction | None]:
-        return obs[0, -1:], None
+    def frame(self, env: VecEnv, obs: np.ndarray, index: int = 0) -> Frame:
+        channels = obs.shape[1] // PIXEL_FRAME_STACK
+        return obs[index, -channels:]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 
 Policy = Callable[[Any], Any]
 """Maps one raw observation to one action (a trained agent: ``lambda obs: model.predict(obs)[0]``)."""
+
+Collector = Callable[[Path, PreprocessSpec], FrameDataset]
+"""Writes a dataset of frames for the given spec at the given folder and returns it (frames from something
+other than ``env_factory``'s env)."""
+
+
+@dataclass(frozen=True)
+class PolicyFrames:
+    """Frames of a trained agent's play: ``key`` identifies the agent (it joins the dataset's key), ``collect``
+    writes its frames (:func:`agents.rl.frames.agent_frames` builds one)."""
+
+    key: dict[str, Any]
+    collect: Collector
 
 EXTRAS = ("ram", "action", "reward")
 
@@ -110,16 +124,18 @@ def ensure_dataset(
     shard_size: int = 50_000,
     progress: bool = True,
     num_envs: int = 1,
+    collector: Collector | None = None,
 ) -> FrameDataset:
     """Reuse the dataset that ``key`` (env config, spec, size, seed) identifies, or collect it.
 
     ``key`` is hashed into the folder name, so changing any collection setting collects anew
     rather than silently training on mismatching frames. With ``num_envs > 1``, ``env_factory``
     returns a vector env of that many games played at once (:func:`~vaerl.data.vector_collect.frame_vector_env`);
-    its frames differ from one env's, so ``num_envs`` joins the key.
+    its frames differ from one env's, so ``num_envs`` joins the key. A ``collector`` replaces both ways of
+    playing (a trained agent in its own env, :mod:`agents.rl.frames`); ``key`` must then say what it plays.
     """
     if num_envs > 1:
-        if policy is not None:
+        if policy is not None or collector is not None:
             raise DatasetError("a policy plays one env: collect its frames with num_envs=1")
         key = {**key, "num_envs": num_envs}
     path = Path(root) / dataset_name(key, spec, num_frames, seed, extras)
@@ -129,6 +145,8 @@ def ensure_dataset(
         if (path / META).exists():
             return _reuse(path, spec)
         log.info("collecting %d frames into %s", num_frames, path)
+        if collector is not None:
+            return collector(path, spec)
         env = env_factory()
         try:
             if num_envs > 1:

@@ -93,7 +93,7 @@ def collect_vector_frames(
     writer = FrameDatasetWriter(path, spec.frame_shape, {k: extra_specs[k] for k in extras}, shard_size,
                                 info={**(info or {}), "spec": spec.to_dict(), "seed": seed, "num_envs": n})
     envs.action_space.seed(seed)
-    episodes = _EpisodeBuffers(writer, n, num_frames, extras)
+    episodes = EpisodeBuffers(writer, n, num_frames, extras)
     with writer, tqdm(total=num_frames, desc=f"collect frames ({n} envs)", unit="frame",
                       disable=not progress) as bar:
         obs, _ = envs.reset(seed=seed)
@@ -129,7 +129,7 @@ class _SingleFrames(gym.vector.VectorWrapper):
         return (obs[:, 0], *rest)
 
 
-class _EpisodeBuffers:
+class EpisodeBuffers:
     """Per-env buffers that reach the writer one whole episode at a time, up to ``limit`` frames in all."""
 
     def __init__(self, writer: FrameDatasetWriter, num_envs: int, limit: int, extras: Sequence[str]) -> None:

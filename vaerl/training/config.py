@@ -23,6 +23,9 @@ class DataConfig:
     """Per-frame arrays stored beside the frames (``ram`` needs an ALE env or ``get_ram()``)."""
     num_envs: int = 1
     """Envs played at once while collecting (Atari: ale-py's thread pool, others: processes; no ``ram``)."""
+    policy: str | None = None
+    """A trained agent's run directory (``scripts/train_agent.py``): frames of its play instead of random
+    play, for states random play never reaches (:mod:`agents.rl.frames`; no ``ram``)."""
 
 
 @dataclass

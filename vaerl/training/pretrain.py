@@ -30,6 +30,7 @@ import vaerl
 from vaerl.checkpoint import CHECKPOINT_FILE as CHECKPOINT
 from vaerl.checkpoint import save_checkpoint
 from vaerl.data import BatchLoader, FrameDataset, ensure_dataset, iterate_in_order
+from vaerl.data.collect import PolicyFrames
 from vaerl.data.vector_collect import frame_source
 from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import ConfigError, TrainingError
@@ -87,8 +88,16 @@ class PretrainRun:
         return self.foreground if self.cfg.weighting.kind == "background" else None
 
 
-def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) one pretraining run; returns its metrics."""
+def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) one pretraining run; returns its metrics.
+
+    ``policy_frames`` collects the frames of ``data.policy`` (``agents.rl.frames.agent_frames(cfg)``, which
+    ``scripts/pretrain_vae.py`` passes); without ``data.policy`` frames come from random play.
+    """
+    if bool(cfg.data.policy) != (policy_frames is not None):
+        raise ConfigError("data.policy and policy_frames go together: pretrain(cfg, agent_frames(cfg)) with "
+                          "data.policy=<agent run directory> (scripts/pretrain_vae.py does this), neither for "
+                          "random play")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -101,8 +110,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     spec = encoder_spec(cfg)
     dataset = ensure_dataset(
         cfg.data.root, frame_source(cfg.env, cfg.data.num_envs, cfg.seed), spec, cfg.data.frames,
-        key=cfg.env.to_dict(), seed=cfg.seed, extras=cfg.data.extras, shard_size=cfg.data.shard_size,
-        progress=cfg.progress, num_envs=cfg.data.num_envs,
+        key=dataset_key(cfg, policy_frames), seed=cfg.seed, extras=cfg.data.extras, shard_size=cfg.data.shard_size,
+        progress=cfg.progress, num_envs=cfg.data.num_envs, collector=policy_frames and policy_frames.collect,
     )  # under torchrun every process asks: the first collects, the others wait for it (a file lock)
     train_idx, val_idx = dataset.split_by_episode(cfg.data.val_fraction, seed=cfg.seed)
 
@@ -138,10 +147,16 @@ def encoder_spec(cfg: PretrainConfig) -> PreprocessSpec:
         env.close()
 
 
+def dataset_key(cfg: PretrainConfig, policy_frames: PolicyFrames | None) -> dict[str, Any]:
+    """What identifies the run's frames: the env config, and the agent that played it if one did."""
+    return cfg.env.to_dict() if policy_frames is None else {**cfg.env.to_dict(), "policy": policy_frames.key}
+
+
 def run_identity(cfg: PretrainConfig, spec: PreprocessSpec, model: FrameModel) -> dict[str, Any]:
     """What must not change when a run is resumed: model, preprocessing, env and data."""
-    return {"model": {"kind": model.kind, **model.config_dict()}, "spec": spec.to_dict(), "env": cfg.env.to_dict(),
-            "frames": cfg.data.frames, "seed": cfg.seed}
+    identity = {"model": {"kind": model.kind, **model.config_dict()}, "spec": spec.to_dict(),
+                "env": cfg.env.to_dict(), "frames": cfg.data.frames, "seed": cfg.seed}
+    return {**identity, "policy": cfg.data.policy} if cfg.data.policy else identity
 
 
 def resume(run: PretrainRun) -> int:
