@@ -176,16 +176,18 @@ def test_agent_frames_are_reused_and_collected_anew_for_another_agent(trained: P
     again = ensure_dataset(cfg.data.root, lambda: None, spec, 90, key={"policy": frames.key},
                            collector=lambda path, spec: calls.append(path))
     assert again.path == first.path and not calls
-    copy = tmp_path / "retrained"
+    copy = tmp_path / "moved"
     shutil.copytree(trained, copy)
+    moved = replace(cfg, data=replace(cfg.data, policy=str(copy)))
+    assert agent_frames(moved).key == frames.key  # the same agent elsewhere plays the same frames
     (copy / "agent.zip").write_bytes((trained / "agent.zip").read_bytes() + b"retrained")
-    assert agent_frames(replace(cfg, data=replace(cfg.data, policy=str(copy)))).key["agent"] != frames.key["agent"]
+    assert agent_frames(moved).key["agent"] != frames.key["agent"]
 
 
 def test_agent_frames_refuse_a_run_without_an_agent_another_game_or_missing_frames(trained: Path,
                                                                                     tmp_path: Path) -> None:
     cfg = agent_pretrain_config(trained, tmp_path)
-    with pytest.raises(ConfigError, match="holds no agent.zip"):
+    with pytest.raises(ConfigError, match="holds no agent.zip and config.json"):
         agent_frames(replace(cfg, data=replace(cfg.data, policy=str(tmp_path))))
     with pytest.raises(ConfigError, match="data.policy and policy_frames go together"):
         pretrain(cfg)  # data.policy set, but nothing to play it: the script passes agent_frames(cfg)
@@ -194,6 +196,9 @@ def test_agent_frames_refuse_a_run_without_an_agent_another_game_or_missing_fram
     breakout = agent_pretrain_config(trained, tmp_path, env={"name": "Breakout", "id": "ALE/Breakout-v5"})
     with pytest.raises(ConfigError, match="plays vaerl/FakeFrames-v0, this run pretrains on ALE/Breakout-v5"):
         pretrain(breakout, agent_frames(breakout))
+    with pytest.raises(DatasetError, match="leave data.num_envs at 1 with data.policy"):
+        vector = replace(cfg, data=replace(cfg.data, num_envs=2))
+        pretrain(vector, agent_frames(vector))
     small = agent_pretrain_config(trained, tmp_path, env={**FAKE, "size": [20, 20]})
     with pytest.raises(DatasetError, match=r"frames \(1, 40, 40\), the encoder to pretrain needs uint8 \(1, 20, 20\)"):
         pretrain(small, agent_frames(small))

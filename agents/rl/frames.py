@@ -41,16 +41,17 @@ AGENT_ENVS = 8
 
 def agent_frames(cfg: PretrainConfig) -> PolicyFrames:
     """The frames ``cfg.data.policy`` (a ``scripts/train_agent.py`` run directory) plays, for
-    :func:`vaerl.training.pretrain`; the agent file's digest joins the dataset key, so a retrained agent
-    collects anew."""
+    :func:`vaerl.training.pretrain`; the digests of its agent and run config join the dataset key, so a
+    retrained agent collects anew."""
     if not cfg.data.policy:
         raise ConfigError("data.policy is not set: pass the run directory of a trained agent")
     run_dir = Path(cfg.data.policy)
     agent_file = run_dir / AGENT_FILE
-    if not agent_file.exists():
-        raise ConfigError(f"data.policy={run_dir} holds no {AGENT_FILE}: pass the run directory of a finished "
-                          "`python scripts/train_agent.py` run (its final agent)")
-    key = {"run_dir": str(run_dir.resolve()), "agent": file_digest(agent_file)}
+    if not agent_file.exists() or not (run_dir / "config.json").exists():
+        raise ConfigError(f"data.policy={run_dir} holds no {AGENT_FILE} and config.json: pass the run directory "
+                          "of a finished `python scripts/train_agent.py` run (its final agent)")
+    # what decides the frames: the agent's weights and its run's settings (env, encoder options), not where it lies
+    key = {"agent": file_digest(agent_file), "config": file_digest(run_dir / "config.json")}
 
     def collect(path: Path, spec: PreprocessSpec) -> FrameDataset:
         agent = load_agent(run_dir, device=cfg.device, n_envs=AGENT_ENVS, seed=cfg.seed)

@@ -135,7 +135,9 @@ def ensure_dataset(
     playing (a trained agent in its own env, :mod:`agents.rl.frames`); ``key`` must then say what it plays.
     """
     if num_envs > 1:
-        if policy is not None or collector is not None:
+        if collector is not None:
+            raise DatasetError("a trained agent plays in its own envs: leave data.num_envs at 1 with data.policy")
+        if policy is not None:
             raise DatasetError("a policy plays one env: collect its frames with num_envs=1")
         key = {**key, "num_envs": num_envs}
     path = Path(root) / dataset_name(key, spec, num_frames, seed, extras)
