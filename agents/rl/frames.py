@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from agents.rl.play import LoadedAgent, load_agent
 from vaerl.data.collect import PolicyFrames
 from vaerl.data.dataset import FrameDataset, FrameDatasetWriter
-from vaerl.data.vector_collect import EpisodeBuffers
+from vaerl.data.vector_collect import VECTOR_EXTRAS, EpisodeBuffers, episode_extra_specs
 from vaerl.errors import ConfigError, DatasetError
 from vaerl.evaluation.runs import file_digest
 from vaerl.preprocessing import PreprocessSpec
@@ -33,8 +33,6 @@ from vaerl.training.config import PretrainConfig
 log = logging.getLogger(__name__)
 
 AGENT_FILE = "agent.zip"
-AGENT_EXTRAS = ("action", "reward")
-"""What an agent's env records beside the frames (its vector env exposes no emulator RAM)."""
 AGENT_ENVS = 8
 """Games the agent plays at once: one batched encoder and policy forward per step for all of them."""
 
@@ -59,7 +57,7 @@ def agent_frames(cfg: PretrainConfig) -> PolicyFrames:
             if agent.config.env.id != cfg.env.id:
                 raise ConfigError(f"data.policy={run_dir} plays {agent.config.env.id}, this run pretrains on "
                                   f"{cfg.env.id}: pass an agent of the same game, or env={agent.config.env.name}")
-            extras = [name for name in cfg.data.extras if name in AGENT_EXTRAS]
+            extras = [name for name in cfg.data.extras if name in VECTOR_EXTRAS]
             if len(extras) < len(cfg.data.extras):
                 log.info("frames of an agent's play: storing %s, not %s (its env exposes no RAM)", extras,
                          sorted(set(cfg.data.extras) - set(extras)))
@@ -78,7 +76,7 @@ def collect_agent_frames(
     num_frames: int,
     path: str | Path,
     *,
-    extras: Sequence[str] = AGENT_EXTRAS,
+    extras: Sequence[str] = VECTOR_EXTRAS,
     deterministic: bool = False,
     info: dict[str, Any] | None = None,
     progress: bool = True,
@@ -87,19 +85,16 @@ def collect_agent_frames(
     """Store ``num_frames`` frames of ``agent`` playing in every env of its env (actions sampled from its policy
     unless ``deterministic``); the frames are the agent's preprocessed ones and must have ``spec``'s shape.
     Each env's episodes reach the dataset whole (:class:`~vaerl.data.vector_collect.EpisodeBuffers`)."""
-    unknown = set(extras) - set(AGENT_EXTRAS)
+    unknown = set(extras) - set(VECTOR_EXTRAS)
     if unknown:
-        raise DatasetError(f"an agent's env records {AGENT_EXTRAS}, not {sorted(unknown)}")
+        raise DatasetError(f"an agent's env records {VECTOR_EXTRAS}, not {sorted(unknown)}")
     env, model, observations = agent.env, agent.model, agent.observations
     obs = env.reset()
     first = observations.frame(env, obs)
     if first.shape != spec.frame_shape or first.dtype != np.uint8:
         raise DatasetError(f"the agent sees {first.dtype} frames {first.shape}, the encoder to pretrain needs uint8 "
                            f"{spec.frame_shape}: pretrain with the agent's env settings (env.size, env.grayscale)")
-    action_space = env.action_space
-    extra_specs = {"action": (str(action_space.dtype or np.int64), tuple(action_space.shape or ())),
-                   "reward": ("float32", ())}
-    writer = FrameDatasetWriter(path, spec.frame_shape, {name: extra_specs[name] for name in extras}, shard_size,
+    writer = FrameDatasetWriter(path, spec.frame_shape, episode_extra_specs(env.action_space, extras), shard_size,
                                 info={**(info or {}), "spec": spec.to_dict(), "num_envs": env.num_envs})
     episodes = EpisodeBuffers(writer, env.num_envs, num_frames, extras)
     with writer, tqdm(total=num_frames, desc=f"collect agent frames ({env.num_envs} envs)", unit="frame",

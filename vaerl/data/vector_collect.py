@@ -87,10 +87,8 @@ def collect_vector_frames(
                            "(frame_vector_env builds one)")
     spec.check_space(envs.single_observation_space)
     n = envs.num_envs
-    action_space = envs.single_action_space
-    extra_specs = {"action": (str(action_space.dtype or np.int64), tuple(action_space.shape or ())),
-                   "reward": ("float32", ())}
-    writer = FrameDatasetWriter(path, spec.frame_shape, {k: extra_specs[k] for k in extras}, shard_size,
+    extra_specs = episode_extra_specs(envs.single_action_space, extras)
+    writer = FrameDatasetWriter(path, spec.frame_shape, extra_specs, shard_size,
                                 info={**(info or {}), "spec": spec.to_dict(), "seed": seed, "num_envs": n})
     envs.action_space.seed(seed)
     episodes = EpisodeBuffers(writer, n, num_frames, extras)
@@ -106,6 +104,13 @@ def collect_vector_frames(
         episodes.flush_all()
         writer.close()
     return FrameDataset(path)
+
+
+def episode_extra_specs(action_space: spaces.Space, extras: Sequence[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The dataset arrays of ``extras`` (from :data:`VECTOR_EXTRAS`) for an env with ``action_space``."""
+    specs = {"action": (str(action_space.dtype or np.int64), tuple(action_space.shape or ())),
+             "reward": ("float32", ())}
+    return {name: specs[name] for name in extras}
 
 
 class _SingleFrames(gym.vector.VectorWrapper):
