@@ -16,7 +16,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_VAE
+from conftest import REPO, TINY_VAE, TINY_VQVAE
 from gymnasium import spaces
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -26,7 +26,7 @@ from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train
 from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
-from agents.rl.features import StandardizedLatents, load_pretrained
+from agents.rl.features import ProjectionConvFeatures, StandardizedLatents, load_pretrained
 from agents.rl.frames import agent_frames, collect_agent_frames
 from agents.rl.observations import (
     STANDARDIZE_STEPS,
@@ -354,6 +354,107 @@ def test_latent_runs_standardise_by_default_and_fine_tuned_or_unstandardised_one
     for changes, extractor in cases.items():
         observations = run_observations(config(runs, **dict(changes)), cpu)
         assert observations.policy_kwargs().get("features_extractor_class") is extractor
+
+
+# ------------------------------------------------------------------- projections read by 1-D convolutions
+def test_projection_layout_says_where_the_foreground_sums_lie_and_none_without_them() -> None:
+    model = build_model("vae", input_shape=(1, 40, 48), **TINY_VAE)
+    layout = model.projections()
+    assert layout is not None and (layout.start, layout.channels, layout.width, layout.height) == (4, 1, 48, 40)
+    assert layout.stop == 4 + 48 + 40 == layout.size == model.latent_dim("mean")
+    x = torch.zeros(1, 1, 40, 48)
+    x[0, 0, 10, 7] = 1.0  # one lit pixel against a black background: its column and its row, nothing else
+    with torch.no_grad():
+        latent = model.encode_latent(x)[0]
+    np.testing.assert_array_equal(np.flatnonzero(latent[layout.start: layout.start + 48].numpy()), [7])
+    np.testing.assert_array_equal(np.flatnonzero(latent[layout.start + 48: layout.stop].numpy()), [10])
+    plain = build_model("vae", input_shape=(1, 40, 48), foreground_projections=False, **TINY_VAE)
+    assert plain.projections() is None
+    assert build_model("vqvae", input_shape=(1, 40, 48), **TINY_VQVAE).projections() is None
+
+
+def projection_batch(rng: np.random.Generator, n: int, column: int) -> np.ndarray:
+    """``n`` observations of 2 stacked latents (3 unordered numbers, 40 column and 40 row sums): a bump of
+    height 2 at ``column`` in every column projection, noise elsewhere."""
+    latents = np.zeros((n, 2, 3 + 40 + 40), np.float32)
+    latents[..., :3] = rng.normal([5.0, 0.0, -2.0], [2.0, 0.5, 0.01], (n, 2, 3))
+    latents[..., 3 + column] = 2.0
+    latents[..., 43:] = rng.uniform(0.0, 1.0, (n, 2, 40))
+    return latents.reshape(n, -1)
+
+
+def test_projection_conv_scales_every_place_alike_and_standardises_the_rest() -> None:
+    layout = {"start": 3, "channels": 1, "width": 40, "height": 40, "size": 83}
+    extractor = ProjectionConvFeatures(spaces.Box(-np.inf, np.inf, (166,), np.float32), layout, stack=2)
+    rng = np.random.default_rng(0)
+    observations = projection_batch(rng, 400, column=5)
+    extractor.fit(observations)
+    columns = observations.reshape(400, 2, 83)[..., 3:43]
+    # one scale per axis over all places: the bump column and the empty ones are divided by the same number
+    assert extractor.projection_scale[0, 0].item() == pytest.approx(columns.std(ddof=1), rel=1e-4)
+    assert extractor.projection_scale[1, 0].item() == pytest.approx(np.sqrt(1 / 12), rel=0.1)
+    np.testing.assert_allclose(extractor.mean.numpy(), observations.reshape(400, 2, 83)[..., :3].reshape(400, 6).mean(0),
+                               atol=1e-4)
+    assert extractor.scale[2].item() == pytest.approx(0.1)  # a number that hardly varies is divided by the floor
+    features = extractor(torch.as_tensor(observations))
+    assert features.shape == (400, extractor.features_dim) == (400, 6 + 64 * 2)  # 40 -> 9 -> 3 -> 1 places
+    # the unordered numbers come first, standardised; the bump moved by one stride of the first layer gives
+    # the same first-layer response, shifted by one place
+    assert features[:, 0].mean().item() == pytest.approx(0, abs=1e-4)
+    first = extractor.columns[0]
+    scale = extractor.projection_scale[0, 0]
+    here = first(torch.as_tensor(projection_batch(rng, 1, 9)).view(1, 2, 83)[..., 3:43] / scale)
+    there = first(torch.as_tensor(projection_batch(rng, 1, 13)).view(1, 2, 83)[..., 3:43] / scale)
+    torch.testing.assert_close(here[..., 1], there[..., 2])
+    features.sum().backward()
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+
+
+def test_projection_conv_rejects_what_it_cannot_read() -> None:
+    layout = {"start": 3, "channels": 1, "width": 40, "height": 40, "size": 83}
+    with pytest.raises(ValueError, match=r"expects 2 latents of 83 numbers"):
+        ProjectionConvFeatures(spaces.Box(-np.inf, np.inf, (160,), np.float32), layout, stack=2)
+    short = {"start": 3, "channels": 1, "width": 20, "height": 40, "size": 63}
+    with pytest.raises(ValueError, match=r"20 columns and 40 rows are too short .*at least 36 each.*"
+                                         r"encoder.projection_conv=false"):
+        ProjectionConvFeatures(spaces.Box(-np.inf, np.inf, (126,), np.float32), short, stack=2)
+    extractor = ProjectionConvFeatures(spaces.Box(-np.inf, np.inf, (166,), np.float32), layout, stack=2)
+    with pytest.raises(ValueError, match=r"\(N >= 2, 166\)"):
+        extractor.fit(np.zeros((1, 166)))
+
+
+def test_projection_conv_run_fits_on_random_play_and_reloads_with_its_scales(runs: Path) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "encoder.projection_conv": True})
+    train_agent(cfg)
+    agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
+    extractor = agent.model.policy.features_extractor
+    assert isinstance(extractor, ProjectionConvFeatures)
+    assert extractor.layout.start == 4 and extractor.layout.width == extractor.layout.height == 40
+    observations = run_observations(cfg, torch.device("cpu"))
+    env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+    env.action_space.seed(0)
+    play_obs = random_play(env, STANDARDIZE_STEPS)
+    env.close()
+    columns = play_obs.reshape(len(play_obs), 4, 84)[..., 4:44]
+    assert extractor.projection_scale[0, 0].item() == pytest.approx(max(columns.std(ddof=1), 0.1), rel=1e-3)
+
+
+def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections(runs: Path,
+                                                                                 tmp_path: Path) -> None:
+    for changes, message in (({"encoder.finetune": True}, "encoder.finetune=false"),
+                             ({"encoder.standardize": False}, "encoder.standardize=true"),
+                             ({"encoder.mode": "sample"}, "encoder.mode=mean"),
+                             ({"encoder.stack_mode": "delta"}, "encoder.stack_mode=concat")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(runs, **{"encoder.projection_conv": True, **changes})
+    plain = tmp_path / "plain.safetensors"
+    spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
+    save_checkpoint(plain, build_model("vae", input_shape=spec.input_shape, foreground_projections=False,
+                                       **TINY_VAE), spec, FAKE)
+    cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(plain)})
+    with pytest.raises(ConfigError, match=r"needs an encoder with frame projections.*4-d.*"
+                                          r"encoder.projection_conv=false"):
+        run_observations(cfg, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

@@ -62,6 +62,10 @@ class EncoderOptions:
     """Standardise the latents in the policy with statistics of random play, fitted before training and then
     fixed (:class:`agents.rl.features.StandardizedLatents`). Frozen encoders only: a fine-tuned one
     (``finetune``) learns its own scale, and the setting does not apply to it."""
+    projection_conv: bool = False
+    """Read the latents' frame projections (the default VAE's foreground sums) with 1-D convolutions shared
+    along each axis, as the pixel baseline's NatureCNN reads frames, and standardise the other numbers
+    (:class:`agents.rl.features.ProjectionConvFeatures`). Frozen encoders with projections only."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +78,12 @@ class EncoderOptions:
             raise ConfigError(f"encoder.stack_mode must be one of {STACK_MODES}, got {self.stack_mode!r}")
         if self.stack < 1:
             raise ConfigError(f"encoder.stack must be >= 1, got {self.stack}")
+        if self.projection_conv and (self.finetune or not self.standardize):
+            raise ConfigError("encoder.projection_conv=true reads frozen latents and standardises them itself: "
+                              "set encoder.finetune=false and encoder.standardize=true, or projection_conv=false")
+        if self.projection_conv and (self.mode != "mean" or self.stack_mode != "concat"):
+            raise ConfigError("encoder.projection_conv=true reads stacked mean latents: set encoder.mode=mean and "
+                              "encoder.stack_mode=concat, or projection_conv=false")
         if self.finetune and self.mode != "mean":
             raise ConfigError("encoder.finetune=true trains on the deterministic features: use encoder.mode=mean")
 

@@ -6,7 +6,9 @@ extractor encodes them with the checkpoint's encoder, so with ``trainable=True``
 with the policy (``encoder.finetune=true``). With ``trainable=False`` it is the same computation as
 :class:`vaerl.wrappers.LatentVecEnv`, only inside the policy.
 
-:class:`StandardizedLatents` standardises latents the env already encoded (``encoder.standardize=true``).
+:class:`StandardizedLatents` standardises latents the env already encoded (``encoder.standardize=true``);
+:class:`ProjectionConvFeatures` also reads their frame projections with 1-D convolutions
+(``encoder.projection_conv=true``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from vaerl.checkpoint import load_model
 from vaerl.errors import CheckpointError
 from vaerl.models import build_model
+from vaerl.models.base import ProjectionLayout
 
 
 def window_frames(frames_per_input: int, stack: int, stack_mode: str) -> int:
@@ -137,3 +141,98 @@ class StandardizedLatents(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return ((observations.flatten(1) - self.mean) / self.scale).clamp(-self.clip, self.clip)
+
+
+class ProjectionConvFeatures(BaseFeaturesExtractor):
+    """Stacked latents with 1-D projections -> 1-D conv features of the projections, beside the rest standardised.
+
+    An MLP reads a column projection as 84 unrelated inputs: what it learns about the ball in one column
+    it must learn again for every other column, where the pixel baseline's NatureCNN shares one detector
+    over the whole frame. This extractor gives the projections that sharing: per axis, the ``stack``
+    latents' column projections (rows likewise) are ``stack * channels`` signals of length ``width``,
+    read by NatureCNN's three layers in 1-D (32, 64, 64 channels; kernels 8, 4, 3; strides 4, 2, 1). The
+    projections are divided by one scale per channel and axis (their spread over all places, not each
+    place's own), so an object looks the same at every place; the other numbers (Gaussian means, part statistics) are standardised one by one as in
+    :class:`StandardizedLatents`. All statistics come from random play before training (:meth:`fit`)
+    and are buffers, carried by ``agent.zip``.
+
+    Args:
+        observation_space: ``stack`` flat latents side by side.
+        layout: :class:`vaerl.models.base.ProjectionLayout` of one latent, as a dict (saved with the agent).
+        stack: latents per observation.
+    """
+
+    widths = (32, 64, 64)
+    kernels = (8, 4, 3)
+    strides = (4, 2, 1)
+    projection_clip = 20.0
+    """Bound on scaled projections: wider than ``clip``, since late-game walls with many bricks gone sum to
+    several times what random play shows, and the convolutions should still see their shape."""
+
+    def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int, floor: float = 0.1,
+                 clip: float = 5.0) -> None:
+        self.layout = ProjectionLayout(**layout)
+        self.stack = int(stack)
+        size = int(np.prod(observation_space.shape))
+        if size != self.stack * self.layout.size:
+            raise ValueError(f"ProjectionConvFeatures expects {self.stack} latents of {self.layout.size} numbers, "
+                             f"got observations {observation_space.shape}")
+        unordered = self.stack * (self.layout.size - (self.layout.stop - self.layout.start))
+        inputs = self.stack * self.layout.channels
+        columns, rows = self._net(inputs), self._net(inputs)
+        lengths = [self._length(n) for n in (self.layout.width, self.layout.height)]
+        if min(lengths) < 1:
+            shortest = next(n for n in range(1, 1000) if self._length(n) >= 1)
+            raise ValueError(f"projections of {self.layout.width} columns and {self.layout.height} rows are too "
+                             f"short for the 1-D convolutions (at least {shortest} each); "
+                             f"use encoder.projection_conv=false")
+        super().__init__(observation_space, features_dim=unordered + self.widths[-1] * sum(lengths))
+        self.columns, self.rows = columns, rows
+        self.floor, self.clip = float(floor), float(clip)
+        self.register_buffer("mean", torch.zeros(unordered))
+        self.register_buffer("scale", torch.ones(unordered))
+        self.register_buffer("projection_scale", torch.ones(2, self.layout.channels))  # columns, rows
+
+    def _net(self, inputs: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for width, kernel, stride in zip(self.widths, self.kernels, self.strides):
+            layers += [nn.Conv1d(inputs, width, kernel, stride), nn.ReLU()]
+            inputs = width
+        return nn.Sequential(*layers, nn.Flatten())
+
+    def _length(self, length: int) -> int:
+        for kernel, stride in zip(self.kernels, self.strides):
+            length = (length - kernel) // stride + 1 if length >= kernel else 0
+        return length
+
+    def _split(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> unordered numbers ``(N, U)``, column and row projections ``(N, stack, channels, W|H)``."""
+        layout = self.layout
+        x = observations.reshape(len(observations), self.stack, layout.size)
+        unordered = torch.cat([x[..., : layout.start], x[..., layout.stop:]], dim=-1).flatten(1)
+        projections = x[..., layout.start: layout.stop].reshape(
+            len(x), self.stack, layout.channels, layout.width + layout.height)
+        return unordered, projections[..., : layout.width], projections[..., layout.width:]
+
+    @torch.no_grad()
+    def fit(self, observations: np.ndarray | torch.Tensor) -> None:
+        """Set the scales from ``(N, ...)`` observations (N >= 2)."""
+        x = torch.as_tensor(observations, dtype=torch.float32).flatten(1)
+        if x.shape[0] < 2 or x.shape[1] != self.stack * self.layout.size:
+            raise ValueError(f"ProjectionConvFeatures.fit needs (N >= 2, {self.stack * self.layout.size}) "
+                             f"observations, got {tuple(x.shape)}")
+        unordered, columns, rows = self._split(x)
+        self.mean.copy_(unordered.mean(0))
+        self.scale.copy_(unordered.std(0).clamp(min=self.floor))
+        for axis, projection in enumerate((columns, rows)):
+            spread = projection.transpose(0, 2).flatten(1).std(1)  # one per channel
+            self.projection_scale[axis].copy_(spread.clamp(min=self.floor))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        unordered, columns, rows = self._split(observations)
+        features = [((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)]
+        for axis, (projection, net) in enumerate(((columns, self.columns), (rows, self.rows))):
+            bound = self.projection_clip
+            signal = (projection / self.projection_scale[axis][:, None]).clamp(-bound, bound)
+            features.append(net(signal.flatten(1, 2)))
+        return torch.cat(features, dim=1)

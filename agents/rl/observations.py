@@ -26,9 +26,16 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.rl.config import TrainAgentConfig
-from agents.rl.features import EncoderFeatures, StandardizedLatents, load_pretrained, window_frames
+from agents.rl.features import (
+    EncoderFeatures,
+    ProjectionConvFeatures,
+    StandardizedLatents,
+    load_pretrained,
+    window_frames,
+)
 from vaerl.encoder import Encoder
 from vaerl.envs.make import EnvConfig, preprocess_spec
+from vaerl.errors import ConfigError
 from vaerl.wrappers import LatentVecEnv, PreprocessedVecEnv
 
 PIXEL_FRAME_STACK = 4  # the Nature DQN / RL Zoo Atari input: 4 stacked 84x84 gray frames
@@ -83,20 +90,35 @@ class Observations:
 @dataclass(frozen=True)
 class LatentObservations(Observations):
     """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
-    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`)."""
+    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`), their frame
+    projections read by 1-D convolutions with ``projection_conv``
+    (:class:`~agents.rl.features.ProjectionConvFeatures`)."""
 
     encoder: Encoder
     mode: str = "mean"
     stack: int = 4
     stack_mode: str = "concat"
     standardize: bool = True
+    projection_conv: bool = False
 
     threads: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if self.projection_conv and self.encoder.model.projections() is None:
+            raise ConfigError(f"encoder.projection_conv=true needs an encoder with frame projections, but "
+                              f"{self.encoder.kind} latents are {self.encoder.model.describe_latent()}: "
+                              f"set encoder.projection_conv=false, or pretrain with "
+                              f"model.foreground_projections=true")
 
     def wrap(self, venv: VecEnv) -> VecEnv:
         return LatentVecEnv(venv, self.encoder, mode=self.mode, stack=self.stack, stack_mode=self.stack_mode)
 
     def policy_kwargs(self) -> dict[str, Any]:
+        if self.projection_conv:
+            layout = self.encoder.model.projections()
+            assert layout is not None
+            return {"features_extractor_class": ProjectionConvFeatures,
+                    "features_extractor_kwargs": {"layout": layout._asdict(), "stack": self.stack}}
         return {"features_extractor_class": StandardizedLatents} if self.standardize else {}
 
     def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
@@ -104,7 +126,7 @@ class LatentObservations(Observations):
             return
         observations = random_play(model.get_env(), STANDARDIZE_STEPS)
         for extractor in model.policy.modules():
-            if isinstance(extractor, StandardizedLatents):
+            if isinstance(extractor, (StandardizedLatents, ProjectionConvFeatures)):
                 extractor.fit(observations)
 
     def frame(self, env: VecEnv, obs: np.ndarray, index: int = 0) -> Frame:
@@ -204,7 +226,7 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
     if options.finetune:  # a fine-tuned encoder learns its own scale: encoder.standardize does not apply
         return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
     return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
-                              standardize=options.standardize)
+                              standardize=options.standardize, projection_conv=options.projection_conv)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:

@@ -50,6 +50,27 @@ class LatentAxes(NamedTuple):
     """Family-specific facts behind the choice (VAE: KL of each shown dimension, active dimensions)."""
 
 
+class ProjectionLayout(NamedTuple):
+    """Where a flat ``mean`` latent keeps 1-D projections of the frame (see :meth:`FrameModel.projections`).
+
+    Numbers ``start`` to ``start + channels * (width + height)`` are, per channel, ``width`` column
+    projections and then ``height`` row projections: signals along the frame's axes, where the same object
+    looks the same at every place. A policy can read them with 1-D convolutions rather than as unordered
+    numbers. Everything else in the latent (Gaussian means, part statistics) has no order.
+    """
+
+    start: int
+    channels: int
+    width: int
+    height: int
+    size: int
+    """All numbers of one latent."""
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.channels * (self.width + self.height)
+
+
 class FrameModel(nn.Module):
     """Base class: a generative model of frames with a latent that agents and evaluation can use.
 
@@ -128,6 +149,10 @@ class FrameModel(nn.Module):
     def describe_latent(self) -> str:
         """A short human description of the latent, e.g. ``32-d`` or ``10x10x8 grid``."""
         return f"{self.latent_dim('mean')}-d"
+
+    def projections(self) -> ProjectionLayout | None:
+        """Where the ``mean`` latent holds 1-D projections of the frame; ``None`` (the default) if nowhere."""
+        return None
 
     @property
     def num_axes(self) -> int:

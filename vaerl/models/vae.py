@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaerl.models.base import FrameModel, LatentAxes, LossOutput
+from vaerl.models.base import FrameModel, LatentAxes, LossOutput, ProjectionLayout
 from vaerl.models.blocks import (
     HALF_NATURE_LAYERS,
     ConvDecoderTrunk,
@@ -230,6 +230,14 @@ class VAE(FrameModel):
         height, width = encoder.grid
         parts = f" + {encoder.num_parts}x{PART_STATS} part statistics" if encoder.num_parts else ""
         return f"{self.config.latent_dim}-d + {encoder.channels}x({width}+{height}) {encoder.name} projections{parts}"
+
+    def projections(self) -> ProjectionLayout | None:
+        """The object path's column and row projections, right after the Gaussian part."""
+        encoder = self.object_encoder
+        if encoder is None:
+            return None
+        height, width = encoder.grid
+        return ProjectionLayout(self.config.latent_dim, encoder.channels, width, height, self.latent_dim("mean"))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""
