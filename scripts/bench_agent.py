@@ -9,7 +9,8 @@
    with the default encoder and with a NatureCNN-width one (32-64-64 channels, twice the default's).
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
-   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them).
+   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), and with
+   the projections read by 1-D convolutions (encoder.projection_conv=true).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -192,6 +193,11 @@ def main() -> None:
         results["ppo_fps"] = {**{f"pixels (CnnPolicy), {t} thread(s)": v for t, v in pixel.items()},
                               f"latents (MlpPolicy), {latent_threads} thread": latent_fps,
                               "ratio latents / best pixels": latent_fps / best}
+        if encoder.model.projections() is not None:  # encoder.projection_conv=true
+            conv_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, projection_conv=True),
+                                   args.train_steps, latent_threads, device)
+            results["ppo_fps"].update({f"latents, projection conv, {latent_threads} thread": conv_fps,
+                                       "ratio projection conv / best pixels": conv_fps / best})
 
     results["machine"]["load_average_after"] = os.getloadavg()[0]  # other jobs on a shared machine skew it all
     write_json(args.out, results)
