@@ -345,6 +345,81 @@ def test_standardized_run_fits_on_random_play_and_reloads_with_the_same_statisti
     assert play_obs.shape == (2 * STANDARDIZE_STEPS, 4 * (4 + 40 + 40))
     assert not torch.equal(extractor.scale, torch.ones_like(extractor.scale))
     np.testing.assert_allclose(extractor.mean.numpy(), play_obs.mean(0), atol=1e-4)
+    assert extractor.layout is None  # the foreground sums are standardised number by number by default
+
+
+def test_standardized_projections_share_one_scale_per_axis_so_a_wall_column_keeps_the_ball() -> None:
+    layout = {"start": 3, "channels": 1, "width": 40, "height": 40, "size": 83}
+    space = spaces.Box(-np.inf, np.inf, (166,), np.float32)
+    rng = np.random.default_rng(0)
+    latents = np.zeros((400, 2, 83), np.float32)  # 2 stacked latents: 3 unordered numbers, 40 + 40 projections
+    latents[..., :3] = rng.normal([5.0, 0.0, -2.0], [2.0, 0.5, 0.01], (400, 2, 3))
+    latents[..., 3:] = rng.uniform(0.0, 1.0, (400, 2, 80))
+    latents[..., 3 + 5] = 2.0  # column 5: a wall that random play never touched
+    by_axis = StandardizedLatents(space, layout=layout)
+    by_number = StandardizedLatents(space)
+    for extractor in (by_axis, by_number):
+        extractor.fit(latents.reshape(400, -1))
+    scale = by_axis.scale.view(2, 83)
+    pooled = np.sqrt(np.var(latents[..., 3:43], axis=0, ddof=1).mean())  # both stacked latents' columns
+    np.testing.assert_allclose(scale[:, 3:43].numpy(), pooled, rtol=1e-4)
+    np.testing.assert_allclose(scale[:, 43:].numpy(), np.sqrt(1 / 12), rtol=0.05)
+    assert scale[0, 0].item() == pytest.approx(2.0, rel=0.1) and scale[0, 2].item() == pytest.approx(0.1)
+    assert by_number.scale.view(2, 83)[0, 3 + 5].item() == pytest.approx(0.1)
+    # late game: the wall's bricks are gone (its column sum up by 3), then the ball passes through it
+    late = latents[:1].copy()
+    late[:, -1, 3 + 5] += 3.0
+    with_ball = late.copy()
+    with_ball[:, -1, 3 + 5] += 0.5
+    newest_wall = 83 + 3 + 5
+    for extractor, sees_ball in ((by_axis, True), (by_number, False)):
+        without, with_ = (extractor(torch.as_tensor(x.reshape(1, -1)))[0, newest_wall].item() for x in (late, with_ball))
+        assert (with_ - without == pytest.approx(0.5 / pooled, rel=1e-3)) if sees_ball else with_ == without == 5.0
+    # old agents load: the per-axis bookkeeping is not part of the saved state
+    assert set(by_axis.state_dict()) == {"mean", "scale"}
+    with pytest.raises(ValueError, match=r"observations of 160 numbers are not whole latents of 83"):
+        StandardizedLatents(spaces.Box(-np.inf, np.inf, (160,), np.float32), layout=layout)
+
+
+def test_projections_are_scaled_number_by_number_by_default_and_per_axis_on_request(runs: Path) -> None:
+    cpu = torch.device("cpu")
+    per_axis = run_observations(config(runs, **{"encoder.projection_scale": "axis"}), cpu).policy_kwargs()
+    assert per_axis["features_extractor_kwargs"]["layout"]["width"] == 40
+    default = run_observations(config(runs), cpu).policy_kwargs()
+    assert "layout" not in default["features_extractor_kwargs"]
+    with pytest.raises(ConfigError, match=r"encoder.projection_scale must be one of \('axis', 'number'\), got 'place'"):
+        config(runs, **{"encoder.projection_scale": "place"})
+
+
+def test_shared_layers_are_trained_by_policy_and_value_and_reload(runs: Path) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.shared_layers": [32]})
+    observations = run_observations(cfg, torch.device("cpu"))
+    env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+    settings = cfg.agent.settings(latent=True)
+    model = build_agent("ppo", settings, env, policy="MlpPolicy", seed=0, device=torch.device("cpu"),
+                        tensorboard_log=None, extra_policy_kwargs=observations.policy_kwargs())
+    policy = model.policy
+    assert isinstance(policy.features_extractor, StandardizedLatents) and policy.share_features_extractor
+    assert policy.features_dim == 32 and policy.mlp_extractor.latent_dim_pi == policy.mlp_extractor.latent_dim_vf == 32
+    assert policy.action_net.in_features == policy.value_net.in_features == 32  # linear heads on the shared layer
+    layer = policy.features_extractor.shared[0]
+    observation = torch.as_tensor(env.reset()[:1])
+    for head in ("action", "value"):  # both losses reach the shared layer
+        layer.weight.grad = None
+        features = policy.extract_features(observation)
+        out = policy.action_net(features) if head == "action" else policy.value_net(features)
+        out.sum().backward()
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0, head
+    env.close()
+    train_agent(cfg)
+    agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
+    reloaded = agent.model.policy.features_extractor
+    assert isinstance(reloaded, StandardizedLatents) and reloaded.features_dim == 32
+    assert not torch.equal(reloaded.scale, torch.ones_like(reloaded.scale))  # fitted, then carried by agent.zip
+    for changes in ({"encoder.shared_layers": [0]}, {"encoder.shared_layers": [32], "encoder.standardize": False},
+                    {"encoder.shared_layers": [32], "encoder.projection_conv": True}):
+        with pytest.raises(ConfigError, match=r"encoder.shared_layers"):
+            config(runs, **changes)
 
 
 def test_latent_runs_standardise_by_default_and_fine_tuned_or_unstandardised_ones_do_not(runs: Path) -> None:

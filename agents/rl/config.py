@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.rl.features import PROJECTION_SCALES
 from vaerl.encoder import MODES
 from vaerl.envs.make import EnvConfig
 from vaerl.errors import ConfigError
@@ -62,6 +63,15 @@ class EncoderOptions:
     """Standardise the latents in the policy with statistics of random play, fitted before training and then
     fixed (:class:`agents.rl.features.StandardizedLatents`). Frozen encoders only: a fine-tuned one
     (``finetune``) learns its own scale, and the setting does not apply to it."""
+    projection_scale: str = "number"
+    """How ``standardize`` scales the latents' frame projections (the default VAE's foreground sums): ``axis``,
+    one scale per axis (their spread over all places), so a column keeps its shape however many bricks are
+    gone; ``number``, each number by its own spread, as every other number (the default: on Breakout ``axis``
+    learned no better, BENCHMARKS.md)."""
+    shared_layers: list[int] = field(default_factory=list)
+    """Widths of ReLU layers after the standardisation that the policy and value heads share, as the pixel
+    policy shares NatureCNN and its 512-unit layer; the heads on top are then linear, and the agent's
+    ``net_arch`` does not apply. Empty: the heads' own MLPs (``net_arch``) read the latents."""
     projection_conv: bool = False
     """Read the latents' frame projections (the default VAE's foreground sums) with 1-D convolutions shared
     along each axis, as the pixel baseline's NatureCNN reads frames, and standardise the other numbers
@@ -78,6 +88,15 @@ class EncoderOptions:
             raise ConfigError(f"encoder.stack_mode must be one of {STACK_MODES}, got {self.stack_mode!r}")
         if self.stack < 1:
             raise ConfigError(f"encoder.stack must be >= 1, got {self.stack}")
+        if self.projection_scale not in PROJECTION_SCALES:
+            raise ConfigError(f"encoder.projection_scale must be one of {PROJECTION_SCALES}, "
+                              f"got {self.projection_scale!r}")
+        if any(width < 1 for width in self.shared_layers):
+            raise ConfigError(f"encoder.shared_layers must be positive widths, got {self.shared_layers}")
+        if self.shared_layers and (self.finetune or not self.standardize or self.projection_conv):
+            raise ConfigError("encoder.shared_layers come after the standardisation of frozen latents: set "
+                              "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
+                              "or encoder.shared_layers=[]")
         if self.projection_conv and (self.finetune or not self.standardize):
             raise ConfigError("encoder.projection_conv=true reads frozen latents and standardises them itself: "
                               "set encoder.finetune=false and encoder.standardize=true, or projection_conv=false")

@@ -13,6 +13,7 @@ with the policy (``encoder.finetune=true``). With ``trainable=False`` it is the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,12 @@ def load_pretrained(policy: torch.nn.Module, path: str | Path) -> int:
     return len(extractors)
 
 
+PROJECTION_SCALES = ("axis", "number")
+"""How :class:`StandardizedLatents` scales frame projections: one scale per axis, or one per number."""
+
+
 class StandardizedLatents(BaseFeaturesExtractor):
-    """Latents ``(N, ...)`` -> ``(latent - mean) / scale``, flattened and clipped to ``[-clip, clip]``.
+    """Latents ``(N, ...)`` -> ``(latent - mean) / scale``, flattened and clipped.
 
     A latent's numbers come in different units: Gaussian means near N(0, 1), foreground sums up to a few
     pixels' worth, part masses up to tens of pixels, centres in [-1, 1]. An MLP's first layer sees them on
@@ -118,16 +123,38 @@ class StandardizedLatents(BaseFeaturesExtractor):
     (:meth:`fit`, as RND initialises its observation normalisation) and then stay fixed, so a stored
     rollout means the same thing at every PPO epoch. They are buffers: checkpoints and ``agent.zip`` carry
     them, and evaluation, video and resumed runs see what training saw. A number that hardly varied in
-    random play is divided by ``floor`` instead of its tiny spread, and clipping bounds what random play
-    never showed (late-game states).
+    random play is divided by ``floor`` instead of its tiny spread, and clipping to ``[-clip, clip]``
+    bounds what random play never showed.
+
+    ``shared_layers`` (widths) adds ReLU layers after the standardisation. The features extractor is shared
+    by the policy and value heads, so these layers learn from both losses, as the pixel policy's NatureCNN
+    (and its 512-unit layer) does; without them the heads' own MLPs (``net_arch``) read the latents apart.
+
+    Frame projections (``layout``, a :class:`vaerl.models.base.ProjectionLayout` as a dict) are divided by
+    one scale per channel and axis instead: their spread pooled over all places. Scaled one by one, a Breakout
+    column that random play hardly touched (a wall of bricks) has a spread near ``floor``, so once a
+    learning agent knocks bricks out of it the column sits at the clip, and a ball in that column, however
+    far below the wall, no longer changes what the policy sees. With one scale per axis a column keeps
+    its shape at every stage of the game, within the wider bound :attr:`projection_clip`.
     """
 
-    def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0) -> None:
+    projection_clip = 20.0
+    """Bound on scaled projections: late-game walls with many bricks gone sum to several times what random
+    play shows, and the policy should still see the ball on top of them."""
+
+    def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0,
+                 layout: dict[str, int] | None = None, shared_layers: Sequence[int] = ()) -> None:
         size = int(np.prod(observation_space.shape))
-        super().__init__(observation_space, features_dim=size)
+        super().__init__(observation_space, features_dim=shared_layers[-1] if shared_layers else size)
+        self.shared = _relu_layers(size, shared_layers)
         self.floor, self.clip = float(floor), float(clip)
         self.register_buffer("mean", torch.zeros(size))
         self.register_buffer("scale", torch.ones(size))
+        self.layout = ProjectionLayout(**layout) if layout else None
+        # which projection (axis * channels + channel) each number belongs to; -1 for the others
+        self.register_buffer("projection_index", _projection_index(size, self.layout), persistent=False)
+        bound = torch.where(self.projection_index >= 0, self.projection_clip, self.clip)
+        self.register_buffer("bound", bound, persistent=False)
 
     @torch.no_grad()
     def fit(self, observations: np.ndarray | torch.Tensor) -> None:
@@ -137,10 +164,41 @@ class StandardizedLatents(BaseFeaturesExtractor):
             raise ValueError(f"StandardizedLatents.fit needs (N >= 2, {self.mean.numel()}) observations, "
                              f"got {tuple(x.shape)}")
         self.mean.copy_(x.mean(0))
-        self.scale.copy_(x.std(0).clamp(min=self.floor))
+        variance = x.var(0)
+        self.scale.copy_(variance.sqrt().clamp(min=self.floor))
+        for index in range(int(self.projection_index.max()) + 1):
+            where = self.projection_index == index  # one projection's places share their pooled spread
+            self.scale[where] = variance[where].mean().sqrt().clamp(min=self.floor)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return ((observations.flatten(1) - self.mean) / self.scale).clamp(-self.clip, self.clip)
+        standardized = (observations.flatten(1) - self.mean) / self.scale
+        return self.shared(torch.maximum(torch.minimum(standardized, self.bound), -self.bound))
+
+
+def _relu_layers(inputs: int, widths: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(inputs, width), nn.ReLU()]
+        inputs = width
+    return nn.Sequential(*layers)
+
+
+def _projection_index(size: int, layout: ProjectionLayout | None) -> torch.Tensor:
+    """``(size,)``: for observations of whole latents with ``layout``, each number's projection
+    (``axis * channels + channel``), -1 where it is no projection (and everywhere without a layout)."""
+    index = torch.full((size,), -1, dtype=torch.long)
+    if layout is None:
+        return index
+    if size % layout.size:
+        raise ValueError(f"observations of {size} numbers are not whole latents of {layout.size}: "
+                         "pass the layout of the latents the observations stack")
+    lengths = torch.tensor([layout.width, layout.height]).repeat(layout.channels)
+    one = torch.repeat_interleave(torch.arange(2 * layout.channels), lengths)  # channel-major: columns, rows
+    one = torch.where(one % 2 == 0, one // 2, layout.channels + one // 2)     # -> axis * channels + channel
+    for block in range(size // layout.size):
+        start = block * layout.size + layout.start
+        index[start: start + len(one)] = one
+    return index
 
 
 class ProjectionConvFeatures(BaseFeaturesExtractor):

@@ -90,8 +90,9 @@ class Observations:
 @dataclass(frozen=True)
 class LatentObservations(Observations):
     """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
-    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`), their frame
-    projections read by 1-D convolutions with ``projection_conv``
+    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`; frame projections
+    with one scale per axis where ``projection_scale="axis"``; followed by ``shared_layers`` that the policy
+    and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`)."""
 
     encoder: Encoder
@@ -99,6 +100,8 @@ class LatentObservations(Observations):
     stack: int = 4
     stack_mode: str = "concat"
     standardize: bool = True
+    projection_scale: str = "number"
+    shared_layers: tuple[int, ...] = ()
     projection_conv: bool = False
 
     threads: ClassVar[int] = 1
@@ -119,7 +122,16 @@ class LatentObservations(Observations):
             assert layout is not None
             return {"features_extractor_class": ProjectionConvFeatures,
                     "features_extractor_kwargs": {"layout": layout._asdict(), "stack": self.stack}}
-        return {"features_extractor_class": StandardizedLatents} if self.standardize else {}
+        if not self.standardize:
+            return {}
+        options: dict[str, Any] = {}
+        layout = self.encoder.model.projections()
+        if layout is not None and self.projection_scale == "axis":
+            options["layout"] = layout._asdict()
+        if not self.shared_layers:
+            return {"features_extractor_class": StandardizedLatents, "features_extractor_kwargs": options}
+        return {"features_extractor_class": StandardizedLatents, "net_arch": [],  # linear heads, as on pixels
+                "features_extractor_kwargs": {**options, "shared_layers": list(self.shared_layers)}}
 
     def initialise(self, model: BaseAlgorithm, encoder_file: Path) -> None:
         if not self.standardize:
@@ -226,7 +238,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
     if options.finetune:  # a fine-tuned encoder learns its own scale: encoder.standardize does not apply
         return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
     return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
-                              standardize=options.standardize, projection_conv=options.projection_conv)
+                              standardize=options.standardize, projection_scale=options.projection_scale,
+                              shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:
