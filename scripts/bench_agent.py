@@ -9,8 +9,9 @@
    with the default encoder and with a NatureCNN-width one (32-64-64 channels, twice the default's).
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
-   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), and with
-   the projections read by 1-D convolutions (encoder.projection_conv=true).
+   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), with layers
+   shared by policy and value (encoder.shared_layers=[512,512]), and with the projections read by 1-D
+   convolutions (encoder.projection_conv=true).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -50,6 +51,7 @@ from vaerl.wrappers import LatentVecEnv
 REPO = Path(__file__).resolve().parents[1]
 gym.register_envs(ale_py)  # the NoFrameskip-v4 ids SB3's make_atari_env uses
 N_ENVS, LATENT_STACK = 8, 4
+SHARED_LAYERS = (512, 512)  # the widths measured in BENCHMARKS.md
 
 
 def default_encoder(device: torch.device, **changes) -> Encoder:
@@ -193,6 +195,10 @@ def main() -> None:
         results["ppo_fps"] = {**{f"pixels (CnnPolicy), {t} thread(s)": v for t, v in pixel.items()},
                               f"latents (MlpPolicy), {latent_threads} thread": latent_fps,
                               "ratio latents / best pixels": latent_fps / best}
+        shared_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, shared_layers=SHARED_LAYERS),
+                                 args.train_steps, latent_threads, device)
+        results["ppo_fps"].update({f"latents, shared layers {list(SHARED_LAYERS)}, {latent_threads} thread": shared_fps,
+                                   "ratio shared layers / best pixels": shared_fps / best})
         if encoder.model.projections() is not None:  # encoder.projection_conv=true
             conv_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, projection_conv=True),
                                    args.train_steps, latent_threads, device)

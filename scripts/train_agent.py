@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from agents.rl import TrainAgentConfig, train_agent
-from vaerl.cli import run_config
+from vaerl.cli import path_shorthand, run_config
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_agent")
@@ -22,5 +22,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     # `encoder=<path>` is shorthand for `encoder.path=<path>` (encoder is a node: encoder.finetune=true, ...)
-    sys.argv = [f"encoder.path={a[8:]}" if a.startswith("encoder=") else a for a in sys.argv]
+    sys.argv = path_shorthand(sys.argv, "encoder")
     main()

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.bc.collect import CollectDemosConfig
 from agents.bc.run import TrainBCConfig
 from agents.rl import TrainAgentConfig
+from agents.rl.distill import DistillConfig
 from vaerl.cli import parse_config
 from vaerl.config import from_dict
 from vaerl.errors import ConfigError
@@ -34,13 +35,14 @@ PRIMARY = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 TYPED: dict[str, type] = {
     "pretrain": PretrainConfig, "train_agent": TrainAgentConfig, "probe": ProbeRunConfig,
     "bench_probe": BenchProbeConfig, "evaluate_encoder": EvaluateRunConfig, "collect_demos": CollectDemosConfig,
-    "train_bc": TrainBCConfig,
+    "train_bc": TrainBCConfig, "distill_agent": DistillConfig,
 }
 # values in a primary config that are not defaults of its dataclass: (config, field) -> what they are instead
 NOT_DEFAULTS = {
     ("pretrain", "run_dir"): "Hydra's run directory (its layout is tested against vaerl.paths below)",
     ("pretrain", "model"): "the model group's option (each option equals its dataclass: tested below)",
     ("train_agent", "run_dir"): "Hydra's run directory",
+    ("distill_agent", "run_dir"): "Hydra's run directory (beside the teacher)",
     ("train_bc", "out"): "Hydra's run directory",
     ("collect_demos", "out"): "a file name made of env, episodes and seed",
     ("collect_demos", "env"): "the env demos are recorded in (obstacle), not EnvConfig()'s Atari game",
@@ -185,6 +187,13 @@ def test_agents_write_and_look_up_encoders_where_vaerl_paths_says() -> None:
     parsed = dataclasses.replace(parse("train_agent", overrides), run_dir=None)
     assert parsed.output_dir == expected
     assert parsed.pretrained_encoder_path().parent == pretrain_run_dir("/r", "Pong", "vqvae", 0)
+
+
+def test_distilled_students_are_written_beside_their_teacher() -> None:
+    cfg = hydra_config("distill_agent", ["teacher=/r/agent/Pong/ppo-latentFalse/seed1", "seed=2"])
+    assert Path(cfg.hydra.run.dir) == Path("/r/agent/Pong/ppo-latentFalse/seed1/distilled/seed2")
+    parsed = parse("distill_agent", ["teacher=/r/agent/Pong/ppo-latentFalse/seed1", "seed=2"])
+    assert dataclasses.replace(parsed, run_dir=None).output_dir == Path(cfg.hydra.run.dir)
 
 
 @pytest.mark.parametrize("name", ["probe", "bench_probe", "evaluate_encoder", "collect_demos"])

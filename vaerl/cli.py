@@ -42,6 +42,13 @@ def run_main(main: Callable[[], Any]) -> Any:
         sys.exit(2)
 
 
+def path_shorthand(argv: list[str], node: str) -> list[str]:
+    """``node=<path>`` on the command line as ``node.path=<path>``, for config nodes with more options than a path
+    (``encoder=runs/.../encoder.safetensors`` beside ``encoder.finetune=true``)."""
+    prefix = f"{node}="
+    return [f"{node}.path={arg[len(prefix):]}" if arg.startswith(prefix) else arg for arg in argv]
+
+
 def run_config(cfg: DictConfig, cls: type[T], run: Callable[[T], Any]) -> Any:
     """A script's body: resolve ``cfg``, parse it into ``cls`` and call ``run`` on it under :func:`run_main`."""
     raw = OmegaConf.to_container(cfg, resolve=True)

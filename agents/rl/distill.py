@@ -1,0 +1,299 @@
+"""Distil a trained pixel agent into a policy on frozen latents: do the latents hold what the agent acts on?
+
+A control probe of an encoder, more direct than a linear probe and cheaper than an RL run. The teacher, a
+pixel agent (``train_agent.py latent=false``), plays; the student, a latent policy built exactly as
+``train_agent.py latent=true`` builds it (same encoder wrapper, standardisation and network), learns the
+teacher's greedy action from the latents of the same frames by cross-entropy. Then DAgger rounds
+(Ross et al., 2011): the student plays, the teacher labels the states the student reaches, and the
+student learns again on everything so far. Reported per round: the student's action agreement with the
+teacher on held-out frames and its whole-game return.
+
+If the student plays as well as the teacher, the latents keep what the teacher acts on, and a gap between
+RL on the latents and RL on pixels lies in the learning, not in the encoder.
+
+Run directory::
+
+    config.json, encoder.safetensors, agent.zip   the student, a latent run that ``load_agent`` reloads
+    distill.json                                  teacher and per-round results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.rl.builders import build_agent
+from agents.rl.callbacks import evaluate, save_model
+from agents.rl.config import EncoderOptions, TrainAgentConfig
+from agents.rl.envs import make_run_env, run_observations
+from agents.rl.observations import LatentObservations
+from agents.rl.play import LoadedAgent, load_agent
+from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
+from vaerl.config import to_dict
+from vaerl.errors import ConfigError
+from vaerl.io import atomic_path, write_json
+from vaerl.runtime import configure_threads, resolve_device, seed_everything
+from vaerl.wrappers.core import LatentPipeline
+
+log = logging.getLogger("agents")
+RESULTS = "distill.json"
+
+
+@dataclass
+class DistillOptions:
+    frames: int = 40_000
+    """Observations (summed over envs) the teacher plays for the first dataset."""
+    dagger_rounds: int = 2
+    """Rounds in which the student plays and the teacher labels (0: behaviour cloning only)."""
+    dagger_frames: int = 20_000
+    """Observations the student plays in each DAgger round."""
+    epochs: int = 10
+    """Passes over the whole dataset after each round."""
+    batch_size: int = 256
+    lr: float = 3e-4
+    holdout: float = 0.1
+    """Share of each round's observations, its last ones, kept out of training to measure agreement."""
+    eval_episodes: int = 16
+    """Whole games played by the teacher and, after each round, by the student (held-out seeds)."""
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.dagger_frames < 1 or self.dagger_rounds < 0:
+            raise ConfigError("distill.frames and distill.dagger_frames must be >= 1 and distill.dagger_rounds >= 0, "
+                              f"got {self.frames}, {self.dagger_frames} and {self.dagger_rounds}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"distill.holdout must lie between 0 and 1, got {self.holdout}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_episodes < 1:
+            raise ConfigError("distill.epochs, distill.batch_size and distill.eval_episodes must be >= 1")
+
+
+@dataclass(kw_only=True)
+class DistillConfig:
+    teacher: str
+    """Run directory of a trained pixel agent (``train_agent.py latent=false``)."""
+    teacher_file: str = "agent.zip"
+    """The teacher's model in its run directory (``checkpoints/last.zip``: an unfinished run's latest)."""
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)
+    """The student's encoder and how its policy reads the latents, as in ``train_agent.py``."""
+    distill: DistillOptions = field(default_factory=DistillOptions)
+    seed: int = 0
+    """Seeds torch, numpy, the envs and their action spaces; evaluations use the teacher run's held-out seeds."""
+    device: str = "auto"
+    threads: int = 0
+    """Torch CPU threads (0: one, as for frozen latents)."""
+    run_dir: str | None = None
+    """Output folder; ``None``: ``<teacher>/distilled/seed<seed>``."""
+    overwrite: bool = False
+    """Allow replacing a finished distillation in ``run_dir``."""
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path(self.teacher) / "distilled" / f"seed{self.seed}"
+
+
+@dataclass
+class Dataset:
+    """Student observations with the teacher's actions, and which rows are held out."""
+
+    observations: list[np.ndarray] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
+    heldout: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, observations: np.ndarray, actions: np.ndarray, holdout: float) -> None:
+        """One round's rows, in the order played; its last ``holdout`` share is held out."""
+        cut = round(len(observations) * (1.0 - holdout))
+        self.observations.append(observations)
+        self.actions.append(actions)
+        self.heldout.append(np.arange(len(observations)) >= cut)
+
+    def split(self, held: bool) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.concatenate(self.heldout) == held
+        return np.concatenate(self.observations)[mask], np.concatenate(self.actions)[mask]
+
+    def last_round(self) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out rows of the newest round: states the current actor reaches."""
+        mask = self.heldout[-1]
+        return self.observations[-1][mask], self.actions[-1][mask]
+
+
+def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
+    """Distil ``cfg.teacher`` into a latent student as ``cfg`` says; returns (and writes) the results."""
+    options = cfg.distill
+    run_dir = cfg.output_dir
+    if (run_dir / RESULTS).exists() and not cfg.overwrite:
+        raise ConfigError(f"{run_dir} already holds a finished distillation ({RESULTS}); pass overwrite=true "
+                          "to replace it, or choose another run_dir or seed")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    teacher = load_agent(cfg.teacher, device=device, n_envs=1, file=cfg.teacher_file)
+    try:
+        observations, student_cfg = _student(cfg, teacher, device)
+    except Exception:
+        teacher.env.close()
+        raise
+    configure_threads(cfg.threads or observations.threads)
+
+    n_envs, eval_seed = student_cfg.agent.n_envs, teacher.config.seed + teacher.config.eval.seed_offset
+    teacher_env = make_run_env(teacher.config, teacher.observations, n_envs=n_envs, seed=cfg.seed, training=False)
+    student_env = make_run_env(student_cfg, observations, n_envs=n_envs, seed=cfg.seed, training=False)
+    eval_envs = [make_run_env(config, obs, n_envs=student_cfg.eval.n_envs, seed=eval_seed, training=False)
+                 for config, obs in ((teacher.config, teacher.observations), (student_cfg, observations))]
+    try:
+        settings = student_cfg.agent.settings(True)
+        student = build_agent(student_cfg.agent.algo, settings, student_env,
+                              policy=observations.policy(settings, student_env.observation_space), seed=cfg.seed,
+                              device=device, tensorboard_log=None, extra_policy_kwargs=observations.policy_kwargs())
+        observations.initialise(student, run_dir / CHECKPOINT_FILE)  # standardisation fitted on random play
+        optimizer = torch.optim.Adam(student.policy.parameters(), lr=options.lr)
+        generator = np.random.default_rng(cfg.seed)
+        pipeline = FrameLatents(observations, n_envs, teacher_env.observation_space)
+
+        teacher_eval = evaluate(teacher.model, eval_envs[0], options.eval_episodes, eval_seed)
+        log.info("teacher %s: return %.2f +- %.2f over %d games", cfg.teacher, teacher_eval["mean_return"],
+                 teacher_eval["std_return"], teacher_eval["episodes"])
+        data, rounds = Dataset(), []
+        for round_ in range(options.dagger_rounds + 1):
+            actor = teacher.model if round_ == 0 else student
+            frames = options.frames if round_ == 0 else options.dagger_frames
+            obs, actions, actor_agreement = play_and_label(teacher.model, actor, teacher_env, pipeline, frames)
+            data.add(obs, actions, options.holdout)
+            if round_ > 0:
+                log.info("round %d: the student agreed with the teacher on %.3f of the states it reached",
+                         round_, actor_agreement)
+            loss = fit(student, data, options, optimizer, generator)
+            heldout_agreement = agreement(student, *data.split(held=True))
+            result = evaluate(student, eval_envs[1], options.eval_episodes, eval_seed)
+            rounds.append({"round": round_, "actor": "teacher" if round_ == 0 else "student",
+                           "observations": int(sum(len(a) for a in data.actions)), "train_loss": loss,
+                           "heldout_agreement": heldout_agreement,
+                           "heldout_agreement_last_round": agreement(student, *data.last_round()),
+                           "actor_agreement": actor_agreement if round_ > 0 else None,
+                           **{k: result[k] for k in ("mean_return", "std_return", "returns", "episodes")}})
+            log.info("round %d (%s played): held-out agreement %.3f, student return %.2f +- %.2f", round_,
+                     rounds[-1]["actor"], heldout_agreement, result["mean_return"], result["std_return"])
+    finally:
+        for env in (teacher_env, student_env, *eval_envs):
+            env.close()
+        teacher.env.close()
+
+    _write_student(run_dir, student_cfg, student)
+    results = {"teacher": {"run_dir": str(cfg.teacher), "file": cfg.teacher_file, **{k: teacher_eval[k] for k in
+                                                            ("mean_return", "std_return", "returns", "episodes")}},
+               "student": {"run_dir": str(run_dir), "encoder": str(student_cfg.pretrained_encoder_path()),
+                           "encoder_options": to_dict(cfg.encoder)},
+               "options": to_dict(options), "seed": cfg.seed, "rounds": rounds}
+    write_json(run_dir / RESULTS, results)
+    return results
+
+
+def _student(cfg: DistillConfig, teacher: LoadedAgent, device: torch.device) -> tuple[LatentObservations,
+                                                                                      TrainAgentConfig]:
+    """The student's observation pipeline and run config: the teacher's env and agent, ``cfg``'s encoder."""
+    if teacher.config.latent:
+        raise ConfigError(f"the teacher at {cfg.teacher} is a latent=true run: distillation asks whether latents "
+                          "keep what a pixel agent acts on, so the teacher must see pixels (train one with "
+                          "`python scripts/train_agent.py latent=false ...`)")
+    if cfg.encoder.finetune:
+        raise ConfigError("distillation trains a policy on frozen latents: set encoder.finetune=false")
+    if not isinstance(teacher.model.action_space, spaces.Discrete):
+        raise ConfigError(f"distillation learns the teacher's action by cross-entropy, so it needs discrete "
+                          f"actions; the teacher at {cfg.teacher} acts in {teacher.model.action_space}")
+    student_cfg = dataclasses.replace(teacher.config, latent=True, encoder=cfg.encoder, seed=cfg.seed,
+                                      run_dir=str(cfg.output_dir), overwrite=cfg.overwrite)
+    observations = run_observations(student_cfg, device)  # fails on an encoder that does not fit the env
+    assert isinstance(observations, LatentObservations)
+    return observations, student_cfg
+
+
+class FrameLatents(LatentPipeline):
+    """The student's latent observations of the teacher's frames, made as the student's own env wrapper
+    (:class:`~vaerl.wrappers.LatentVecEnv`) makes them from raw observations: the pixel pipeline has already
+    preprocessed the frames, so the newest one of each stack goes to the encoder as it is."""
+
+    def __init__(self, observations: LatentObservations, num_envs: int, pixel_space: spaces.Space) -> None:
+        encoder = observations.encoder
+        super().__init__(encoder, num_envs, mode=observations.mode, stack=observations.stack,
+                         stack_mode=observations.stack_mode)
+        channels, height, width = encoder.spec.frame_shape
+        stacked = pixel_space.shape
+        if encoder.spec.frame_stack != 1 or len(stacked) != 3 or stacked[1:] != (height, width) \
+                or stacked[0] % channels:
+            raise ConfigError(f"the teacher sees frames of shape {stacked}, stacked along the first axis, and the "
+                              f"encoder was trained on single {encoder.spec.frame_shape} frames: distillation "
+                              "needs an encoder trained on the frames the teacher sees (one frame per input, the "
+                              "same size and colour)")
+
+    def newest(self, stacked: np.ndarray) -> np.ndarray:
+        """The newest frame of each env's stack."""
+        return stacked[:, -self.spec.channels_per_frame:]
+
+    def images(self, observations: Any) -> np.ndarray:
+        return np.asarray(observations)
+
+
+def play_and_label(teacher: BaseAlgorithm, actor: BaseAlgorithm, env: VecEnv, pipeline: FrameLatents,
+                   frames: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``frames`` observations of ``actor`` playing ``env`` (the teacher's pixels): the student's latent
+    observations of them (``pipeline``, as the student's own env wrapper makes them), the teacher's greedy
+    actions, and how often the actor's action was the teacher's."""
+    pixels = env.reset()
+    latents, _ = pipeline.step(pipeline.newest(pixels), np.ones(env.num_envs, bool))
+    observations, labels, agreed = [], [], 0
+    for _ in range(-(-frames // env.num_envs)):
+        teacher_action, _ = teacher.predict(pixels, deterministic=True)
+        action = teacher_action if actor is teacher else actor.predict(latents, deterministic=True)[0]
+        observations.append(latents)
+        labels.append(teacher_action)
+        agreed += int(np.sum(action == teacher_action))
+        pixels, _, dones, _ = env.step(action)
+        latents, _ = pipeline.step(pipeline.newest(pixels), dones)
+    total = len(labels) * env.num_envs
+    return np.concatenate(observations)[:frames], np.concatenate(labels)[:frames], agreed / total
+
+
+def fit(student: BaseAlgorithm, data: Dataset, options: DistillOptions, optimizer: torch.optim.Optimizer,
+        generator: np.random.Generator) -> float:
+    """``options.epochs`` passes of cross-entropy to the teacher's actions; the last epoch's mean loss."""
+    observations, actions = data.split(held=False)
+    policy = student.policy
+    policy.set_training_mode(True)
+    losses: list[float] = []
+    for _ in range(options.epochs):
+        losses = []
+        for batch in np.array_split(generator.permutation(len(actions)), max(1, len(actions) // options.batch_size)):
+            obs = torch.as_tensor(observations[batch], device=student.device)
+            target = torch.as_tensor(actions[batch], device=student.device).long()
+            loss = -policy.get_distribution(obs).log_prob(target).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    policy.set_training_mode(False)
+    return float(np.mean(losses))
+
+
+def agreement(student: BaseAlgorithm, observations: np.ndarray, actions: np.ndarray) -> float:
+    """Share of ``observations`` where the student's greedy action is the teacher's."""
+    if len(actions) == 0:
+        return float("nan")
+    predicted = np.concatenate([student.predict(part, deterministic=True)[0]
+                                for part in np.array_split(observations, max(1, len(observations) // 4096))])
+    return float(np.mean(predicted == actions))
+
+
+def _write_student(run_dir: Path, cfg: TrainAgentConfig, student: BaseAlgorithm) -> None:
+    """The student as a latent run directory: ``load_agent(run_dir)`` reloads it with its own encoder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / CHECKPOINT_FILE) as tmp:
+        shutil.copyfile(checkpoint_file(cfg.pretrained_encoder_path()), tmp)
+    write_json(run_dir / "config.json", to_dict(cfg))
+    save_model(student, run_dir / "agent.zip")
