@@ -153,33 +153,11 @@ def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
                               policy=observations.policy(settings, student_env.observation_space), seed=cfg.seed,
                               device=device, tensorboard_log=None, extra_policy_kwargs=observations.policy_kwargs())
         observations.initialise(student, run_dir / CHECKPOINT_FILE)  # standardisation fitted on random play
-        optimizer = torch.optim.Adam(student.policy.parameters(), lr=options.lr)
-        generator = np.random.default_rng(cfg.seed)
         pipeline = FrameLatents(observations, n_envs, teacher_env.observation_space)
-
         teacher_eval = evaluate(teacher.model, eval_envs[0], options.eval_episodes, eval_seed)
         log.info("teacher %s: return %.2f +- %.2f over %d games", cfg.teacher, teacher_eval["mean_return"],
                  teacher_eval["std_return"], teacher_eval["episodes"])
-        data, rounds = Dataset(), []
-        for round_ in range(options.dagger_rounds + 1):
-            actor = teacher.model if round_ == 0 else student
-            frames = options.frames if round_ == 0 else options.dagger_frames
-            obs, actions, actor_agreement = play_and_label(teacher.model, actor, teacher_env, pipeline, frames)
-            data.add(obs, actions, options.holdout)
-            if round_ > 0:
-                log.info("round %d: the student agreed with the teacher on %.3f of the states it reached",
-                         round_, actor_agreement)
-            loss = fit(student, data, options, optimizer, generator)
-            heldout_agreement = agreement(student, *data.split(held=True))
-            result = evaluate(student, eval_envs[1], options.eval_episodes, eval_seed)
-            rounds.append({"round": round_, "actor": "teacher" if round_ == 0 else "student",
-                           "observations": int(sum(len(a) for a in data.actions)), "train_loss": loss,
-                           "heldout_agreement": heldout_agreement,
-                           "heldout_agreement_last_round": agreement(student, *data.last_round()),
-                           "actor_agreement": actor_agreement if round_ > 0 else None,
-                           **{k: result[k] for k in ("mean_return", "std_return", "returns", "episodes")}})
-            log.info("round %d (%s played): held-out agreement %.3f, student return %.2f +- %.2f", round_,
-                     rounds[-1]["actor"], heldout_agreement, result["mean_return"], result["std_return"])
+        rounds = dagger(teacher.model, student, teacher_env, pipeline, eval_envs[1], options, cfg.seed, eval_seed)
     finally:
         for env in (teacher_env, student_env, *eval_envs):
             env.close()
@@ -193,6 +171,34 @@ def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
                "options": to_dict(options), "seed": cfg.seed, "rounds": rounds}
     write_json(run_dir / RESULTS, results)
     return results
+
+
+def dagger(teacher: BaseAlgorithm, student: BaseAlgorithm, env: VecEnv, pipeline: FrameLatents, eval_env: VecEnv,
+           options: DistillOptions, seed: int, eval_seed: int) -> list[dict[str, Any]]:
+    """Behaviour cloning on the teacher's play, then ``options.dagger_rounds`` rounds of the student's play
+    labelled by the teacher; after each, the student learns on everything so far and is measured."""
+    optimizer = torch.optim.Adam(student.policy.parameters(), lr=options.lr)
+    generator = np.random.default_rng(seed)
+    data, rounds = Dataset(), []
+    for round_ in range(options.dagger_rounds + 1):
+        actor = teacher if round_ == 0 else student
+        frames = options.frames if round_ == 0 else options.dagger_frames
+        obs, actions, actor_agreement = play_and_label(teacher, actor, env, pipeline, frames)
+        data.add(obs, actions, options.holdout)
+        if round_ > 0:
+            log.info("round %d: the student agreed with the teacher on %.3f of the states it reached",
+                     round_, actor_agreement)
+        loss = fit(student, data, options, optimizer, generator)
+        result = evaluate(student, eval_env, options.eval_episodes, eval_seed)
+        rounds.append({"round": round_, "actor": "teacher" if round_ == 0 else "student",
+                       "observations": int(sum(len(a) for a in data.actions)), "train_loss": loss,
+                       "heldout_agreement": agreement(student, *data.split(held=True)),
+                       "heldout_agreement_last_round": agreement(student, *data.last_round()),
+                       "actor_agreement": actor_agreement if round_ > 0 else None,
+                       **{k: result[k] for k in ("mean_return", "std_return", "returns", "episodes")}})
+        log.info("round %d (%s played): held-out agreement %.3f, student return %.2f +- %.2f", round_,
+                 rounds[-1]["actor"], rounds[-1]["heldout_agreement"], result["mean_return"], result["std_return"])
+    return rounds
 
 
 def _student(cfg: DistillConfig, teacher: LoadedAgent, device: torch.device) -> tuple[LatentObservations,
