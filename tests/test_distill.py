@@ -16,7 +16,15 @@ from test_agents import FAKE, config, save_encoder
 
 from agents.rl import load_agent, play, train_agent
 from agents.rl.config import EncoderOptions
-from agents.rl.distill import RESULTS, DistillConfig, DistillOptions, FrameLatents, distill_agent
+from agents.rl.distill import (
+    RESULTS,
+    Dataset,
+    DistillConfig,
+    DistillOptions,
+    FrameLatents,
+    distill_agent,
+    greedy_and_played,
+)
 from agents.rl.envs import make_run_env, run_observations
 from vaerl.errors import ConfigError
 
@@ -35,7 +43,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     agent = load_agent(cfg.output_dir, device="cpu")
     with torch.no_grad():  # a known policy to learn: one action whatever the frame
         agent.model.policy.action_net.weight.zero_()
-        agent.model.policy.action_net.bias.copy_(torch.arange(agent.model.action_space.n) == GREEDY_ACTION)
+        agent.model.policy.action_net.bias.copy_(20.0 * (torch.arange(agent.model.action_space.n) == GREEDY_ACTION))
     agent.model.save(cfg.output_dir / "agent.zip")
     agent.env.close()
     return cfg.output_dir
@@ -74,7 +82,8 @@ def test_student_learns_the_teachers_actions_and_reloads_as_a_latent_run(teacher
     rounds = results["rounds"]
     assert [r["actor"] for r in rounds] == ["teacher", "student"]
     assert rounds[0]["observations"] == 96 and rounds[1]["observations"] == 96 + 48
-    assert rounds[0]["heldout_agreement"] == 1.0  # teacher's states: learnt
+    assert rounds[0]["heldout_agreement"] == 1.0 and rounds[0]["heldout_rows"] > 0  # teacher's states: learnt
+    assert rounds[0]["heldout_rows"] + rounds[0]["heldout_duplicates"] == 10  # the last tenth of 96
     assert 0.0 < rounds[1]["actor_agreement"] <= 1.0  # states the student reached, labelled before it learnt them
     assert rounds[1]["heldout_agreement"] == 1.0 and rounds[1]["heldout_agreement_last_round"] == 1.0
     assert rounds[1]["train_loss"] < 0.05  # cross-entropy to a constant action, near zero once learnt
@@ -98,6 +107,31 @@ def test_student_reads_the_latents_as_asked(teacher: Path, tmp_path: Path) -> No
     student = load_agent(tmp_path / "student", device="cpu")
     assert student.model.policy.features_extractor.features_dim == 8
     student.env.close()
+
+
+def test_held_out_rows_identical_to_training_rows_are_not_counted() -> None:
+    data = Dataset()
+    rows = np.arange(20, dtype=np.float32).reshape(10, 2)
+    rows[9] = rows[0]  # the last row (held out) comes back to a training state
+    data.add(rows, np.arange(10), holdout=0.2)
+    observations, actions = data.held_out()
+    assert actions.tolist() == [8] and observations.tolist() == [rows[8].tolist()] and data.duplicates() == 1
+    assert len(data.training()[1]) == 8
+    data.add(rows[:5] + 100, np.arange(5), holdout=0.4)  # a second round: its last two rows are held out
+    assert data.held_out(last_round=True)[1].tolist() == [3, 4]
+    assert data.held_out()[1].tolist() == [8, 3, 4]
+
+
+def test_the_player_samples_its_actions_and_the_label_stays_greedy(teacher: Path) -> None:
+    agent = load_agent(teacher, device="cpu", n_envs=2)
+    with torch.no_grad():  # action 2 most likely, the others not rare
+        agent.model.policy.action_net.bias.copy_(1.0 * (torch.arange(agent.model.action_space.n) == GREEDY_ACTION))
+    obs = np.repeat(agent.env.reset(), 200, axis=0)
+    greedy, played = greedy_and_played(agent.model, obs, sample=True)
+    assert (greedy == GREEDY_ACTION).all() and 0.2 < (played != GREEDY_ACTION).mean() < 0.9
+    greedy, played = greedy_and_played(agent.model, obs, sample=False)
+    assert (played == greedy).all()
+    agent.env.close()
 
 
 def test_refuses_a_latent_teacher_a_finetuned_student_and_a_finished_run(teacher: Path, tmp_path: Path) -> None:

@@ -63,6 +63,9 @@ class DistillOptions:
     lr: float = 3e-4
     holdout: float = 0.1
     """Share of each round's observations, its last ones, kept out of training to measure agreement."""
+    sample: bool = True
+    """The player (teacher, then student) draws its actions from its policy instead of playing greedily:
+    Breakout's deterministic games bring a greedy policy back to the same states again and again."""
     eval_episodes: int = 16
     """Whole games played by the teacher and, after each round, by the student (held-out seeds)."""
 
@@ -102,11 +105,16 @@ class DistillConfig:
 
 @dataclass
 class Dataset:
-    """Student observations with the teacher's actions, and which rows are held out."""
+    """Student observations with the teacher's actions, and which rows are held out.
+
+    A deterministic policy in a deterministic game comes back to the same states (Breakout's ball loops), so
+    held-out rows identical to a training row are not counted, as the probes drop test frames identical to
+    training frames."""
 
     observations: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
     heldout: list[np.ndarray] = field(default_factory=list)
+    hashes: list[np.ndarray] = field(default_factory=list)
 
     def add(self, observations: np.ndarray, actions: np.ndarray, holdout: float) -> None:
         """One round's rows, in the order played; its last ``holdout`` share is held out."""
@@ -114,15 +122,26 @@ class Dataset:
         self.observations.append(observations)
         self.actions.append(actions)
         self.heldout.append(np.arange(len(observations)) >= cut)
+        self.hashes.append(np.array([hash(row.tobytes()) for row in observations], dtype=np.int64))
 
-    def split(self, held: bool) -> tuple[np.ndarray, np.ndarray]:
-        mask = np.concatenate(self.heldout) == held
+    def training(self) -> tuple[np.ndarray, np.ndarray]:
+        mask = ~np.concatenate(self.heldout)
         return np.concatenate(self.observations)[mask], np.concatenate(self.actions)[mask]
 
-    def last_round(self) -> tuple[np.ndarray, np.ndarray]:
-        """The held-out rows of the newest round: states the current actor reaches."""
-        mask = self.heldout[-1]
-        return self.observations[-1][mask], self.actions[-1][mask]
+    def held_out(self, last_round: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Held-out rows unlike every training row, of all rounds or of the newest one (states the current
+        actor reaches)."""
+        held = np.concatenate(self.heldout)
+        hashes = np.concatenate(self.hashes)
+        seen = set(hashes[~held].tolist())
+        new = held & np.array([h not in seen for h in hashes.tolist()], dtype=bool)
+        if last_round:
+            new[: len(held) - len(self.heldout[-1])] = False
+        return np.concatenate(self.observations)[new], np.concatenate(self.actions)[new]
+
+    def duplicates(self) -> int:
+        """Held-out rows left out because a training row is the same."""
+        return int(np.concatenate(self.heldout).sum()) - len(self.held_out()[1])
 
 
 def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
@@ -183,7 +202,7 @@ def dagger(teacher: BaseAlgorithm, student: BaseAlgorithm, env: VecEnv, pipeline
     for round_ in range(options.dagger_rounds + 1):
         actor = teacher if round_ == 0 else student
         frames = options.frames if round_ == 0 else options.dagger_frames
-        obs, actions, actor_agreement = play_and_label(teacher, actor, env, pipeline, frames)
+        obs, actions, actor_agreement = play_and_label(teacher, actor, env, pipeline, frames, options.sample)
         data.add(obs, actions, options.holdout)
         if round_ > 0:
             log.info("round %d: the student agreed with the teacher on %.3f of the states it reached",
@@ -192,8 +211,9 @@ def dagger(teacher: BaseAlgorithm, student: BaseAlgorithm, env: VecEnv, pipeline
         result = evaluate(student, eval_env, options.eval_episodes, eval_seed)
         rounds.append({"round": round_, "actor": "teacher" if round_ == 0 else "student",
                        "observations": int(sum(len(a) for a in data.actions)), "train_loss": loss,
-                       "heldout_agreement": agreement(student, *data.split(held=True)),
-                       "heldout_agreement_last_round": agreement(student, *data.last_round()),
+                       "heldout_agreement": agreement(student, *data.held_out()),
+                       "heldout_agreement_last_round": agreement(student, *data.held_out(last_round=True)),
+                       "heldout_rows": len(data.held_out()[1]), "heldout_duplicates": data.duplicates(),
                        "actor_agreement": actor_agreement if round_ > 0 else None,
                        **{k: result[k] for k in ("mean_return", "std_return", "returns", "episodes")}})
         log.info("round %d (%s played): held-out agreement %.3f, student return %.2f +- %.2f", round_,
@@ -247,29 +267,41 @@ class FrameLatents(LatentPipeline):
 
 
 def play_and_label(teacher: BaseAlgorithm, actor: BaseAlgorithm, env: VecEnv, pipeline: FrameLatents,
-                   frames: int) -> tuple[np.ndarray, np.ndarray, float]:
+                   frames: int, sample: bool) -> tuple[np.ndarray, np.ndarray, float]:
     """``frames`` observations of ``actor`` playing ``env`` (the teacher's pixels): the student's latent
     observations of them (``pipeline``, as the student's own env wrapper makes them), the teacher's greedy
-    actions, and how often the actor's action was the teacher's."""
+    actions, and how often the actor's greedy action was the teacher's. With ``sample`` the actor plays
+    actions drawn from its policy, so play leaves a deterministic policy's loops."""
     pixels = env.reset()
     latents, _ = pipeline.step(pipeline.newest(pixels), np.ones(env.num_envs, bool))
     observations, labels, agreed = [], [], 0
     for _ in range(-(-frames // env.num_envs)):
-        teacher_action, _ = teacher.predict(pixels, deterministic=True)
-        action = teacher_action if actor is teacher else actor.predict(latents, deterministic=True)[0]
+        label, action = greedy_and_played(teacher, pixels, sample)
+        if actor is not teacher:
+            greedy, action = greedy_and_played(actor, latents, sample)
+            agreed += int(np.sum(greedy == label))
         observations.append(latents)
-        labels.append(teacher_action)
-        agreed += int(np.sum(action == teacher_action))
+        labels.append(label)
         pixels, _, dones, _ = env.step(action)
         latents, _ = pipeline.step(pipeline.newest(pixels), dones)
     total = len(labels) * env.num_envs
-    return np.concatenate(observations)[:frames], np.concatenate(labels)[:frames], agreed / total
+    agreement = 1.0 if actor is teacher else agreed / total
+    return np.concatenate(observations)[:frames], np.concatenate(labels)[:frames], agreement
+
+
+@torch.no_grad()
+def greedy_and_played(model: BaseAlgorithm, observations: np.ndarray, sample: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's greedy actions and the actions it plays: drawn from the policy with ``sample``, else greedy."""
+    tensor, _ = model.policy.obs_to_tensor(observations)
+    distribution = model.policy.get_distribution(tensor)
+    greedy = distribution.mode().cpu().numpy()
+    return greedy, distribution.sample().cpu().numpy() if sample else greedy
 
 
 def fit(student: BaseAlgorithm, data: Dataset, options: DistillOptions, optimizer: torch.optim.Optimizer,
         generator: np.random.Generator) -> float:
     """``options.epochs`` passes of cross-entropy to the teacher's actions; the last epoch's mean loss."""
-    observations, actions = data.split(held=False)
+    observations, actions = data.training()
     policy = student.policy
     policy.set_training_mode(True)
     losses: list[float] = []
