@@ -10,8 +10,9 @@
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
    CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), with layers
-   shared by policy and value (encoder.shared_layers=[512,512]), and with the projections read by 1-D
-   convolutions (encoder.projection_conv=true).
+   shared by policy and value (encoder.shared_layers=[512,512]), with the projections blurred along their
+   axis (encoder.projection_blur=2), and with the projections read by 1-D convolutions
+   (encoder.projection_conv=true).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -52,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 gym.register_envs(ale_py)  # the NoFrameskip-v4 ids SB3's make_atari_env uses
 N_ENVS, LATENT_STACK = 8, 4
 SHARED_LAYERS = (512, 512)  # the widths measured in BENCHMARKS.md
+PROJECTION_BLUR = 2.0  # encoder.projection_blur of the timed blur row
 
 
 def default_encoder(device: torch.device, **changes) -> Encoder:
@@ -199,7 +201,11 @@ def main() -> None:
                                  args.train_steps, latent_threads, device)
         results["ppo_fps"].update({f"latents, shared layers {list(SHARED_LAYERS)}, {latent_threads} thread": shared_fps,
                                    "ratio shared layers / best pixels": shared_fps / best})
-        if encoder.model.projections() is not None:  # encoder.projection_conv=true
+        if encoder.model.projections() is not None:  # encoder.projection_blur=2, encoder.projection_conv=true
+            blur_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, projection_blur=PROJECTION_BLUR),
+                                   args.train_steps, latent_threads, device)
+            results["ppo_fps"].update({f"latents, projection blur {PROJECTION_BLUR}, {latent_threads} thread": blur_fps,
+                                       "ratio projection blur / best pixels": blur_fps / best})
             conv_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, projection_conv=True),
                                    args.train_steps, latent_threads, device)
             results["ppo_fps"].update({f"latents, projection conv, {latent_threads} thread": conv_fps,

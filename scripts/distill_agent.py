@@ -2,6 +2,7 @@
 
     python scripts/distill_agent.py teacher=runs/agent/Breakout/ppo-latentFalse/seed0
     python scripts/distill_agent.py teacher=<run dir> encoder=<path> encoder.shared_layers=[512] distill.dagger_rounds=0
+    python scripts/distill_agent.py teacher=<run dir> student=pixels    # the control: a fresh pixel student
 """
 
 import sys

@@ -26,7 +26,12 @@ from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train
 from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
-from agents.rl.features import ProjectionConvFeatures, StandardizedLatents, load_pretrained
+from agents.rl.features import (
+    ProjectionConvFeatures,
+    StandardizedLatents,
+    load_pretrained,
+    projection_blur_matrix,
+)
 from agents.rl.frames import agent_frames, collect_agent_frames
 from agents.rl.observations import (
     STANDARDIZE_STEPS,
@@ -44,6 +49,7 @@ from vaerl.envs import EnvConfig, make_env, preprocess_spec
 from vaerl.errors import CheckpointError, ConfigError, DatasetError, ObservationError
 from vaerl.evaluation.runs import file_digest
 from vaerl.models import build_model
+from vaerl.models.base import ProjectionLayout
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.wrappers import LatentPipeline
 
@@ -391,6 +397,55 @@ def test_projections_are_scaled_number_by_number_by_default_and_per_axis_on_requ
         config(runs, **{"encoder.projection_scale": "place"})
 
 
+def test_projection_blur_lets_neighbouring_ball_places_share_inputs_and_leaves_the_rest_alone() -> None:
+    layout = {"start": 3, "channels": 1, "width": 40, "height": 30, "size": 73}
+    blur = projection_blur_matrix(ProjectionLayout(**layout), sigma=2.0)
+    assert blur.shape == (70, 70)
+    np.testing.assert_allclose(blur.sum(1).numpy(), 1.0, rtol=1e-6)  # a blurred sum keeps its mass
+    assert blur[5, 46].item() == 0.0 and blur[39, 40].item() == 0.0  # columns and rows never mix
+    space = spaces.Box(-np.inf, np.inf, (146,), np.float32)
+    rng = np.random.default_rng(0)
+    latents = rng.normal(0.0, 1.0, (500, 2, 73)).astype(np.float32)
+    sharp, blurred = StandardizedLatents(space), StandardizedLatents(space, layout=layout, projection_scale="number",
+                                                                      projection_blur=2.0)
+    for extractor in (sharp, blurred):
+        extractor.fit(latents.reshape(500, -1))
+
+    def ball_at(column: int, extractor: StandardizedLatents) -> torch.Tensor:
+        frame = np.zeros((1, 2, 73), np.float32)
+        frame[0, 1, 3 + column] = 1.0  # a ball in `column` of the newest latent
+        features = extractor(torch.as_tensor(frame.reshape(1, -1)))[0]
+        return features - extractor(torch.zeros(1, 146))[0]
+
+    def overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
+    assert overlap(ball_at(20, sharp), ball_at(21, sharp)) == pytest.approx(0.0, abs=1e-6)
+    assert overlap(ball_at(20, blurred), ball_at(21, blurred)) > 0.8
+    assert overlap(ball_at(20, blurred), ball_at(30, blurred)) < 0.01  # far places stay apart
+    # the unordered numbers (Gaussian means) are standardised as without blur
+    np.testing.assert_allclose(blurred.scale.view(2, 73)[:, :3].numpy(), sharp.scale.view(2, 73)[:, :3].numpy())
+    assert set(blurred.state_dict()) == {"mean", "scale"}  # the blur is rebuilt from its settings
+    with pytest.raises(ValueError, match=r"projection_blur must be >= 0 and needs the latents' projection layout"):
+        StandardizedLatents(space, projection_blur=2.0)
+
+
+def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(runs: Path) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.projection_blur": 1.5})
+    kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
+    assert kwargs["projection_blur"] == 1.5 and kwargs["projection_scale"] == "number"
+    assert kwargs["layout"]["width"] == 40
+    train_agent(cfg)
+    reloaded = load_agent(cfg.output_dir, device="cpu", n_envs=2).model.policy.features_extractor
+    assert isinstance(reloaded, StandardizedLatents) and reloaded.blur is not None
+    assert reloaded.projection_index.max().item() == -1  # scaled number by number, as asked
+    for changes, message in (({"encoder.projection_blur": -1.0}, r"encoder.projection_blur is a Gaussian's sigma"),
+                             ({"encoder.projection_blur": 1.0, "encoder.projection_conv": True},
+                              r"encoder.projection_conv=false, or encoder.projection_blur=0")):
+        with pytest.raises(ConfigError, match=message):
+            config(runs, **changes)
+
+
 def test_shared_layers_are_trained_by_policy_and_value_and_reload(runs: Path) -> None:
     cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.shared_layers": [32]})
     observations = run_observations(cfg, torch.device("cpu"))
@@ -529,6 +584,10 @@ def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections
     cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(plain)})
     with pytest.raises(ConfigError, match=r"needs an encoder with frame projections.*4-d.*"
                                           r"encoder.projection_conv=false"):
+        run_observations(cfg, torch.device("cpu"))
+    cfg = config(runs, **{"encoder.projection_blur": 2.0, "encoder.path": str(plain)})
+    with pytest.raises(ConfigError, match=r"encoder.projection_blur blurs frame projections, but vae latents are "
+                                          r"4-d.*set encoder.projection_blur=0"):
         run_observations(cfg, torch.device("cpu"))
 
 

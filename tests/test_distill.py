@@ -101,6 +101,26 @@ def test_student_learns_the_teachers_actions_and_reloads_as_a_latent_run(teacher
     student.env.close()
 
 
+def test_pixel_student_learns_from_the_teachers_own_frames_and_reloads_as_a_pixel_run(teacher: Path,
+                                                                                        tmp_path: Path) -> None:
+    results = distill_agent(distill_config(teacher, tmp_path, student="pixels"))
+    rounds = results["rounds"]
+    assert results["student"]["sees"] == "pixels" and "encoder" not in results["student"]
+    assert rounds[1]["observations"] == 96 + 48 and rounds[1]["heldout_agreement"] == 1.0
+    assert rounds[1]["train_loss"] < 0.05
+    assert not (tmp_path / "student" / "encoder.safetensors").exists()
+    student = load_agent(tmp_path / "student", device="cpu")
+    assert not student.config.latent and student.encoder is None
+    pixels = load_agent(teacher, device="cpu")
+    assert student.env.observation_space.shape == pixels.env.observation_space.shape
+    pixels.env.close()
+    action, _ = student.model.predict(student.env.reset(), deterministic=True)
+    assert (action == GREEDY_ACTION).all()
+    student.env.close()
+    with pytest.raises(ConfigError, match=r"student must be one of \('latent', 'pixels'\), got 'frames'"):
+        distill_config(teacher, tmp_path, student="frames")
+
+
 def test_student_reads_the_latents_as_asked(teacher: Path, tmp_path: Path) -> None:
     options = DistillOptions(frames=32, dagger_rounds=0, epochs=1, eval_episodes=1)
     distill_agent(distill_config(teacher, tmp_path, encoder=EncoderOptions(shared_layers=[8]), distill=options))

@@ -68,6 +68,10 @@ class EncoderOptions:
     one scale per axis (their spread over all places), so a column keeps its shape however many bricks are
     gone; ``number``, each number by its own spread, as every other number (the default: on Breakout ``axis``
     learned no better, BENCHMARKS.md)."""
+    projection_blur: float = 0.0
+    """Blur each frame projection along its axis by a Gaussian of this many places before standardising
+    (:func:`agents.rl.features.projection_blur_matrix`): coarse coding, so that what the policy's MLP learns
+    about a ball in one column carries over to the next. 0: no blur."""
     shared_layers: list[int] = field(default_factory=list)
     """Widths of ReLU layers after the standardisation that the policy and value heads share, as the pixel
     policy shares NatureCNN and its 512-unit layer; the heads on top are then linear, and the agent's
@@ -91,6 +95,12 @@ class EncoderOptions:
         if self.projection_scale not in PROJECTION_SCALES:
             raise ConfigError(f"encoder.projection_scale must be one of {PROJECTION_SCALES}, "
                               f"got {self.projection_scale!r}")
+        if self.projection_blur < 0:
+            raise ConfigError(f"encoder.projection_blur is a Gaussian's sigma in places, >= 0; got {self.projection_blur}")
+        if self.projection_blur and (self.finetune or not self.standardize or self.projection_conv):
+            raise ConfigError("encoder.projection_blur blurs frozen latents before their standardisation: set "
+                              "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
+                              "or encoder.projection_blur=0")
         if any(width < 1 for width in self.shared_layers):
             raise ConfigError(f"encoder.shared_layers must be positive widths, got {self.shared_layers}")
         if self.shared_layers and (self.finetune or not self.standardize or self.projection_conv):

@@ -9,11 +9,14 @@ student learns again on everything so far. Reported per round: the student's act
 teacher on held-out frames and its whole-game return.
 
 If the student plays as well as the teacher, the latents keep what the teacher acts on, and a gap between
-RL on the latents and RL on pixels lies in the learning, not in the encoder.
+RL on the latents and RL on pixels lies in the learning, not in the encoder. ``student="pixels"`` is the
+control: the same distillation into a fresh pixel policy (the teacher's own architecture), so a student
+that falls short of its teacher can be split into what the latents lose and what the data cannot teach.
 
 Run directory::
 
-    config.json, encoder.safetensors, agent.zip   the student, a latent run that ``load_agent`` reloads
+    config.json, encoder.safetensors, agent.zip   the student, a run that ``load_agent`` reloads (a pixel
+                                                  student has no encoder.safetensors)
     distill.json                                  teacher and per-round results
 """
 
@@ -24,7 +27,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -36,7 +39,7 @@ from agents.rl.builders import build_agent
 from agents.rl.callbacks import evaluate, save_model
 from agents.rl.config import EncoderOptions, TrainAgentConfig
 from agents.rl.envs import make_run_env, run_observations
-from agents.rl.observations import LatentObservations
+from agents.rl.observations import LatentObservations, Observations, PixelObservations
 from agents.rl.play import LoadedAgent, load_agent
 from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
 from vaerl.config import to_dict
@@ -47,6 +50,8 @@ from vaerl.wrappers.core import LatentPipeline
 
 log = logging.getLogger("agents")
 RESULTS = "distill.json"
+STUDENTS = ("latent", "pixels")
+"""What the student sees: latents of a frozen encoder, or the teacher's own pixels (the control)."""
 
 
 @dataclass
@@ -85,6 +90,9 @@ class DistillConfig:
     """Run directory of a trained pixel agent (``train_agent.py latent=false``)."""
     teacher_file: str = "agent.zip"
     """The teacher's model in its run directory (``checkpoints/last.zip``: an unfinished run's latest)."""
+    student: str = "latent"
+    """``latent``: a policy on the encoder's latents, as ``train_agent.py latent=true`` builds it; ``pixels``:
+    a fresh policy on the teacher's pixels, as ``latent=false`` builds it (the control; ``encoder`` unused)."""
     encoder: EncoderOptions = field(default_factory=EncoderOptions)
     """The student's encoder and how its policy reads the latents, as in ``train_agent.py``."""
     distill: DistillOptions = field(default_factory=DistillOptions)
@@ -92,11 +100,15 @@ class DistillConfig:
     """Seeds torch, numpy, the envs and their action spaces; evaluations use the teacher run's held-out seeds."""
     device: str = "auto"
     threads: int = 0
-    """Torch CPU threads (0: one, as for frozen latents)."""
+    """Torch CPU threads (0: one for a latent student, as for frozen latents; two for a pixel one)."""
     run_dir: str | None = None
     """Output folder; ``None``: ``<teacher>/distilled/seed<seed>``."""
     overwrite: bool = False
     """Allow replacing a finished distillation in ``run_dir``."""
+
+    def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise ConfigError(f"student must be one of {STUDENTS}, got {self.student!r}")
 
     @property
     def output_dir(self) -> Path:
@@ -145,7 +157,7 @@ class Dataset:
 
 
 def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
-    """Distil ``cfg.teacher`` into a latent student as ``cfg`` says; returns (and writes) the results."""
+    """Distil ``cfg.teacher`` into a student as ``cfg`` says; returns (and writes) the results."""
     options = cfg.distill
     run_dir = cfg.output_dir
     if (run_dir / RESULTS).exists() and not cfg.overwrite:
@@ -167,12 +179,13 @@ def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
     eval_envs = [make_run_env(config, obs, n_envs=student_cfg.eval.n_envs, seed=eval_seed, training=False)
                  for config, obs in ((teacher.config, teacher.observations), (student_cfg, observations))]
     try:
-        settings = student_cfg.agent.settings(True)
+        settings = student_cfg.agent.settings(student_cfg.latent)
         student = build_agent(student_cfg.agent.algo, settings, student_env,
                               policy=observations.policy(settings, student_env.observation_space), seed=cfg.seed,
                               device=device, tensorboard_log=None, extra_policy_kwargs=observations.policy_kwargs())
         observations.initialise(student, run_dir / CHECKPOINT_FILE)  # standardisation fitted on random play
-        pipeline = FrameLatents(observations, n_envs, teacher_env.observation_space)
+        pipeline: StudentView = (FrameLatents(observations, n_envs, teacher_env.observation_space)
+                                 if isinstance(observations, LatentObservations) else TeacherPixels())
         teacher_eval = evaluate(teacher.model, eval_envs[0], options.eval_episodes, eval_seed)
         log.info("teacher %s: return %.2f +- %.2f over %d games", cfg.teacher, teacher_eval["mean_return"],
                  teacher_eval["std_return"], teacher_eval["episodes"])
@@ -185,14 +198,15 @@ def distill_agent(cfg: DistillConfig) -> dict[str, Any]:
     _write_student(run_dir, student_cfg, student)
     results = {"teacher": {"run_dir": str(cfg.teacher), "file": cfg.teacher_file, **{k: teacher_eval[k] for k in
                                                             ("mean_return", "std_return", "returns", "episodes")}},
-               "student": {"run_dir": str(run_dir), "encoder": str(student_cfg.pretrained_encoder_path()),
-                           "encoder_options": to_dict(cfg.encoder)},
+               "student": {"run_dir": str(run_dir), "sees": cfg.student,
+                           **({"encoder": str(student_cfg.pretrained_encoder_path()),
+                               "encoder_options": to_dict(cfg.encoder)} if student_cfg.latent else {})},
                "options": to_dict(options), "seed": cfg.seed, "rounds": rounds}
     write_json(run_dir / RESULTS, results)
     return results
 
 
-def dagger(teacher: BaseAlgorithm, student: BaseAlgorithm, env: VecEnv, pipeline: FrameLatents, eval_env: VecEnv,
+def dagger(teacher: BaseAlgorithm, student: BaseAlgorithm, env: VecEnv, pipeline: StudentView, eval_env: VecEnv,
            options: DistillOptions, seed: int, eval_seed: int) -> list[dict[str, Any]]:
     """Behaviour cloning on the teacher's play, then ``options.dagger_rounds`` rounds of the student's play
     labelled by the teacher; after each, the student learns on everything so far and is measured."""
@@ -221,9 +235,10 @@ def dagger(teacher: BaseAlgorithm, student: BaseAlgorithm, env: VecEnv, pipeline
     return rounds
 
 
-def _student(cfg: DistillConfig, teacher: LoadedAgent, device: torch.device) -> tuple[LatentObservations,
+def _student(cfg: DistillConfig, teacher: LoadedAgent, device: torch.device) -> tuple[Observations,
                                                                                       TrainAgentConfig]:
-    """The student's observation pipeline and run config: the teacher's env and agent, ``cfg``'s encoder."""
+    """The student's observation pipeline and run config: the teacher's env and agent, ``cfg``'s encoder
+    (or the teacher's pixels)."""
     if teacher.config.latent:
         raise ConfigError(f"the teacher at {cfg.teacher} is a latent=true run: distillation asks whether latents "
                           "keep what a pixel agent acts on, so the teacher must see pixels (train one with "
@@ -233,11 +248,30 @@ def _student(cfg: DistillConfig, teacher: LoadedAgent, device: torch.device) -> 
     if not isinstance(teacher.model.action_space, spaces.Discrete):
         raise ConfigError(f"distillation learns the teacher's action by cross-entropy, so it needs discrete "
                           f"actions; the teacher at {cfg.teacher} acts in {teacher.model.action_space}")
-    student_cfg = dataclasses.replace(teacher.config, latent=True, encoder=cfg.encoder, seed=cfg.seed,
-                                      run_dir=str(cfg.output_dir), overwrite=cfg.overwrite)
+    latent = cfg.student == "latent"
+    student_cfg = dataclasses.replace(teacher.config, latent=latent, seed=cfg.seed, run_dir=str(cfg.output_dir),
+                                      overwrite=cfg.overwrite, **({"encoder": cfg.encoder} if latent else {}))
     observations = run_observations(student_cfg, device)  # fails on an encoder that does not fit the env
-    assert isinstance(observations, LatentObservations)
+    assert isinstance(observations, LatentObservations if latent else PixelObservations)
     return observations, student_cfg
+
+
+class StudentView(Protocol):
+    """The student's observations of the teacher's stacked pixels, step by step (``starts``: new episodes)."""
+
+    def newest(self, stacked: np.ndarray) -> np.ndarray: ...
+
+    def step(self, observations: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, Any]: ...
+
+
+class TeacherPixels:
+    """A pixel student sees exactly what the teacher sees."""
+
+    def newest(self, stacked: np.ndarray) -> np.ndarray:
+        return stacked
+
+    def step(self, observations: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, None]:
+        return observations, None
 
 
 class FrameLatents(LatentPipeline):
@@ -266,9 +300,9 @@ class FrameLatents(LatentPipeline):
         return np.asarray(observations)
 
 
-def play_and_label(teacher: BaseAlgorithm, actor: BaseAlgorithm, env: VecEnv, pipeline: FrameLatents,
+def play_and_label(teacher: BaseAlgorithm, actor: BaseAlgorithm, env: VecEnv, pipeline: StudentView,
                    frames: int, sample: bool) -> tuple[np.ndarray, np.ndarray, float]:
-    """``frames`` observations of ``actor`` playing ``env`` (the teacher's pixels): the student's latent
+    """``frames`` observations of ``actor`` playing ``env`` (the teacher's pixels): the student's
     observations of them (``pipeline``, as the student's own env wrapper makes them), the teacher's greedy
     actions, and how often the actor's greedy action was the teacher's. With ``sample`` the actor plays
     actions drawn from its policy, so play leaves a deterministic policy's loops."""
@@ -329,9 +363,10 @@ def agreement(student: BaseAlgorithm, observations: np.ndarray, actions: np.ndar
 
 
 def _write_student(run_dir: Path, cfg: TrainAgentConfig, student: BaseAlgorithm) -> None:
-    """The student as a latent run directory: ``load_agent(run_dir)`` reloads it with its own encoder."""
+    """The student as a run directory: ``load_agent(run_dir)`` reloads it (a latent one with its own encoder)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / CHECKPOINT_FILE) as tmp:
-        shutil.copyfile(checkpoint_file(cfg.pretrained_encoder_path()), tmp)
+    if cfg.latent:
+        with atomic_path(run_dir / CHECKPOINT_FILE) as tmp:
+            shutil.copyfile(checkpoint_file(cfg.pretrained_encoder_path()), tmp)
     write_json(run_dir / "config.json", to_dict(cfg))
     save_model(student, run_dir / "agent.zip")

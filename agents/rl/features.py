@@ -135,7 +135,12 @@ class StandardizedLatents(BaseFeaturesExtractor):
     column that random play hardly touched (a wall of bricks) has a spread near ``floor``, so once a
     learning agent knocks bricks out of it the column sits at the clip, and a ball in that column, however
     far below the wall, no longer changes what the policy sees. With one scale per axis a column keeps
-    its shape at every stage of the game, within the wider bound :attr:`projection_clip`.
+    its shape at every stage of the game, within the wider bound :attr:`projection_clip`
+    (``projection_scale="number"`` keeps them number by number while ``layout`` serves the blur).
+
+    ``projection_blur`` (a Gaussian's sigma, in places) first blurs every frame projection along its axis
+    (:func:`projection_blur_matrix`), so neighbouring places share inputs; the statistics are those of the
+    blurred latents.
     """
 
     projection_clip = 20.0
@@ -143,18 +148,39 @@ class StandardizedLatents(BaseFeaturesExtractor):
     play shows, and the policy should still see the ball on top of them."""
 
     def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0,
-                 layout: dict[str, int] | None = None, shared_layers: Sequence[int] = ()) -> None:
+                 layout: dict[str, int] | None = None, shared_layers: Sequence[int] = (),
+                 projection_scale: str = "axis", projection_blur: float = 0.0) -> None:
         size = int(np.prod(observation_space.shape))
         super().__init__(observation_space, features_dim=shared_layers[-1] if shared_layers else size)
+        if projection_scale not in PROJECTION_SCALES:
+            raise ValueError(f"projection_scale must be one of {PROJECTION_SCALES}, got {projection_scale!r}")
+        if projection_blur < 0 or (projection_blur > 0 and not layout):
+            raise ValueError(f"projection_blur must be >= 0 and needs the latents' projection layout, "
+                             f"got {projection_blur} with layout {layout}")
         self.shared = _relu_layers(size, shared_layers)
         self.floor, self.clip = float(floor), float(clip)
         self.register_buffer("mean", torch.zeros(size))
         self.register_buffer("scale", torch.ones(size))
         self.layout = ProjectionLayout(**layout) if layout else None
-        # which projection (axis * channels + channel) each number belongs to; -1 for the others
-        self.register_buffer("projection_index", _projection_index(size, self.layout), persistent=False)
+        pooled = self.layout if projection_scale == "axis" else None
+        # which projection (axis * channels + channel) each number belongs to; -1 for the others (or all,
+        # when projections are scaled number by number)
+        self.register_buffer("projection_index", _projection_index(size, pooled), persistent=False)
         bound = torch.where(self.projection_index >= 0, self.projection_clip, self.clip)
         self.register_buffer("bound", bound, persistent=False)
+        self.projection_blur = float(projection_blur)
+        blur = projection_blur_matrix(self.layout, self.projection_blur) if self.projection_blur else None
+        self.register_buffer("blur", blur, persistent=False)
+
+    def blurred(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, size)`` latents with each frame projection blurred along its axis (unchanged without blur)."""
+        if self.blur is None:
+            return x
+        layout = self.layout
+        assert layout is not None
+        latents = x.reshape(len(x), -1, layout.size)
+        projections = latents[..., layout.start: layout.stop] @ self.blur.T
+        return torch.cat([latents[..., : layout.start], projections, latents[..., layout.stop:]], -1).flatten(1)
 
     @torch.no_grad()
     def fit(self, observations: np.ndarray | torch.Tensor) -> None:
@@ -163,6 +189,7 @@ class StandardizedLatents(BaseFeaturesExtractor):
         if x.shape[0] < 2 or x.shape[1] != self.mean.numel():
             raise ValueError(f"StandardizedLatents.fit needs (N >= 2, {self.mean.numel()}) observations, "
                              f"got {tuple(x.shape)}")
+        x = self.blurred(x)
         self.mean.copy_(x.mean(0))
         variance = x.var(0)
         self.scale.copy_(variance.sqrt().clamp(min=self.floor))
@@ -171,8 +198,27 @@ class StandardizedLatents(BaseFeaturesExtractor):
             self.scale[where] = variance[where].mean().sqrt().clamp(min=self.floor)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        standardized = (observations.flatten(1) - self.mean) / self.scale
+        standardized = (self.blurred(observations.flatten(1)) - self.mean) / self.scale
         return self.shared(torch.maximum(torch.minimum(standardized, self.bound), -self.bound))
+
+
+def projection_blur_matrix(layout: ProjectionLayout | None, sigma: float) -> torch.Tensor:
+    """``(P, P)`` map of one latent's ``P`` projection numbers: each projection convolved along its axis with
+    a Gaussian of ``sigma`` places (cut at 3 sigma, weights renormalised at the frame's edges).
+
+    Coarse coding, as tile coding gives a linear learner: a ball one column further right then shares most
+    of its inputs with the ball where it was, so what an MLP learns at one place carries over to the next,
+    the sharing a convolution has by construction. The map keeps the projections' order and length.
+    """
+    if layout is None or sigma <= 0:
+        raise ValueError(f"a projection blur needs a projection layout and sigma > 0, got {layout} and {sigma}")
+    blocks = []
+    for length in [layout.width, layout.height] * layout.channels:  # channel-major: columns, then rows
+        place = torch.arange(length, dtype=torch.float32)
+        weights = torch.exp(-0.5 * ((place[:, None] - place[None, :]) / sigma) ** 2)
+        weights = torch.where((place[:, None] - place[None, :]).abs() <= 3 * sigma, weights, 0.0)
+        blocks.append(weights / weights.sum(1, keepdim=True))
+    return torch.block_diag(*blocks)
 
 
 def _relu_layers(inputs: int, widths: Sequence[int]) -> nn.Sequential:

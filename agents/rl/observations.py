@@ -91,7 +91,8 @@ class Observations:
 class LatentObservations(Observations):
     """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
     in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`; frame projections
-    with one scale per axis where ``projection_scale="axis"``; followed by ``shared_layers`` that the policy
+    with one scale per axis where ``projection_scale="axis"``, blurred along their axis by
+    ``projection_blur``; followed by ``shared_layers`` that the policy
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`)."""
 
@@ -101,12 +102,17 @@ class LatentObservations(Observations):
     stack_mode: str = "concat"
     standardize: bool = True
     projection_scale: str = "number"
+    projection_blur: float = 0.0
     shared_layers: tuple[int, ...] = ()
     projection_conv: bool = False
 
     threads: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
+        if self.projection_blur and self.encoder.model.projections() is None:
+            raise ConfigError(f"encoder.projection_blur blurs frame projections, but {self.encoder.kind} latents "
+                              f"are {self.encoder.model.describe_latent()}: set encoder.projection_blur=0, or "
+                              f"pretrain with model.foreground_projections=true")
         if self.projection_conv and self.encoder.model.projections() is None:
             raise ConfigError(f"encoder.projection_conv=true needs an encoder with frame projections, but "
                               f"{self.encoder.kind} latents are {self.encoder.model.describe_latent()}: "
@@ -126,8 +132,10 @@ class LatentObservations(Observations):
             return {}
         options: dict[str, Any] = {}
         layout = self.encoder.model.projections()
-        if layout is not None and self.projection_scale == "axis":
-            options["layout"] = layout._asdict()
+        if layout is not None and (self.projection_scale == "axis" or self.projection_blur):
+            options.update(layout=layout._asdict(), projection_scale=self.projection_scale)
+        if self.projection_blur:
+            options["projection_blur"] = self.projection_blur
         if not self.shared_layers:
             return {"features_extractor_class": StandardizedLatents, "features_extractor_kwargs": options}
         return {"features_extractor_class": StandardizedLatents, "net_arch": [],  # linear heads, as on pixels
@@ -239,6 +247,7 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
         return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
     return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
                               standardize=options.standardize, projection_scale=options.projection_scale,
+                              projection_blur=options.projection_blur,
                               shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv)
 
 
