@@ -9,10 +9,11 @@
    with the default encoder and with a NatureCNN-width one (32-64-64 channels, twice the default's).
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
-   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), with layers
-   shared by policy and value (encoder.shared_layers=[512,512]), with the projections blurred along their
-   axis (encoder.projection_blur=2), and with the projections read by 1-D convolutions
-   (encoder.projection_conv=true).
+   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), and with each
+   opt-in policy option of POLICY_OPTIONS: layers shared by policy and value (encoder.shared_layers=[512,512]),
+   projections blurred along their axis (encoder.projection_blur=2), 8 learned keypoints per axis
+   (encoder.projection_keypoints=8), projections moved by up to 4 places in PPO's updates
+   (encoder.projection_shift=4), projections read by 1-D convolutions (encoder.projection_conv=true).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -52,8 +53,19 @@ from vaerl.wrappers import LatentVecEnv
 REPO = Path(__file__).resolve().parents[1]
 gym.register_envs(ale_py)  # the NoFrameskip-v4 ids SB3's make_atari_env uses
 N_ENVS, LATENT_STACK = 8, 4
-SHARED_LAYERS = (512, 512)  # the widths measured in BENCHMARKS.md
-PROJECTION_BLUR = 2.0  # encoder.projection_blur of the timed blur row
+# opt-in policy options timed beside the default policy (encoder.<option> of train_agent.py), as measured in
+# BENCHMARKS.md
+POLICY_OPTIONS: dict[str, dict] = {
+    "shared layers": {"shared_layers": (512, 512)},
+    "projection blur": {"projection_blur": 2.0},
+    "projection keypoints": {"projection_keypoints": 8},
+    "projection shift": {"projection_shift": 4},
+    "projection conv": {"projection_conv": True},
+}
+
+
+def _values(options: dict) -> str:
+    return ", ".join(str(list(v) if isinstance(v, tuple) else v) for v in options.values())
 
 
 def default_encoder(device: torch.device, **changes) -> Encoder:
@@ -197,19 +209,14 @@ def main() -> None:
         results["ppo_fps"] = {**{f"pixels (CnnPolicy), {t} thread(s)": v for t, v in pixel.items()},
                               f"latents (MlpPolicy), {latent_threads} thread": latent_fps,
                               "ratio latents / best pixels": latent_fps / best}
-        shared_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, shared_layers=SHARED_LAYERS),
-                                 args.train_steps, latent_threads, device)
-        results["ppo_fps"].update({f"latents, shared layers {list(SHARED_LAYERS)}, {latent_threads} thread": shared_fps,
-                                   "ratio shared layers / best pixels": shared_fps / best})
-        if encoder.model.projections() is not None:  # encoder.projection_blur=2, encoder.projection_conv=true
-            blur_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, projection_blur=PROJECTION_BLUR),
-                                   args.train_steps, latent_threads, device)
-            results["ppo_fps"].update({f"latents, projection blur {PROJECTION_BLUR}, {latent_threads} thread": blur_fps,
-                                       "ratio projection blur / best pixels": blur_fps / best})
-            conv_fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, projection_conv=True),
-                                   args.train_steps, latent_threads, device)
-            results["ppo_fps"].update({f"latents, projection conv, {latent_threads} thread": conv_fps,
-                                       "ratio projection conv / best pixels": conv_fps / best})
+        projections = encoder.model.projections() is not None
+        for name, options in POLICY_OPTIONS.items():
+            if not projections and name != "shared layers":
+                continue  # the other options read frame projections
+            fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, **options), args.train_steps,
+                              latent_threads, device)
+            results["ppo_fps"].update({f"latents, {name} {_values(options)}, {latent_threads} thread": fps,
+                                       f"ratio {name} / best pixels": fps / best})
 
     results["machine"]["load_average_after"] = os.getloadavg()[0]  # other jobs on a shared machine skew it all
     write_json(args.out, results)

@@ -28,9 +28,11 @@ from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
 from agents.rl.features import (
     ProjectionConvFeatures,
+    ProjectionKeypoints,
     StandardizedLatents,
     load_pretrained,
     projection_blur_matrix,
+    shift_projections,
 )
 from agents.rl.frames import agent_frames, collect_agent_frames
 from agents.rl.observations import (
@@ -446,6 +448,114 @@ def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(ru
             config(runs, **changes)
 
 
+def test_projection_keypoints_give_the_place_of_a_bump_as_a_number_and_learn() -> None:
+    layout = ProjectionLayout(start=3, channels=1, width=40, height=30, size=73)
+    keypoints = ProjectionKeypoints(layout, count=2, stack=2)
+    rng = np.random.default_rng(0)
+    keypoints.fit(torch.as_tensor(rng.normal(0.0, 2.0, (500, 146)), dtype=torch.float32))
+    np.testing.assert_allclose(keypoints.scale.numpy(), 2.0, rtol=0.05)  # one spread per axis, all places pooled
+    with torch.no_grad():  # filter 0 scores a place by its own value, sharply: the keypoint is the bump's place
+        for conv in (keypoints.columns, keypoints.rows):
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[0, 0, ProjectionKeypoints.kernel // 2] = 10.0
+
+    def frame(column: int, row: int) -> torch.Tensor:
+        latents = torch.zeros(1, 2, 73)
+        latents[0, :, 3 + column] = latents[0, :, 3 + 40 + row] = 4.0  # one object in both stacked latents
+        return latents.reshape(1, 146)
+
+    points = keypoints(frame(column=10, row=25)).detach().view(2, 2, 2)  # (latent, axis, filter)
+    np.testing.assert_allclose(points[:, 0, 0].numpy(), -1 + 2 * 10 / 39, atol=0.01)
+    np.testing.assert_allclose(points[:, 1, 0].numpy(), -1 + 2 * 25 / 29, atol=0.01)
+    np.testing.assert_allclose(points[:, :, 1].numpy(), 0.0, atol=1e-6)  # a blind filter: the mean place
+    moved = keypoints(frame(column=30, row=25)).detach().view(2, 2, 2)
+    assert moved[0, 0, 0] - points[0, 0, 0] == pytest.approx(2 * 20 / 39, abs=0.01)  # a move is a difference
+    keypoints.zero_grad()
+    keypoints(frame(column=10, row=25))[:, 1].sum().backward()  # a loss on a filter's place trains its filter
+    assert keypoints.columns.weight.grad is not None and keypoints.columns.weight.grad[1].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"expects 2 latents of 73 numbers, got 73 numbers"):
+        keypoints(torch.zeros(1, 73))
+    space = spaces.Box(-np.inf, np.inf, (146,), np.float32)
+    with pytest.raises(ValueError, match=r"projection_keypoints must be >= 0 and needs the latents' projection"):
+        StandardizedLatents(space, projection_keypoints=2)
+    extractor = StandardizedLatents(space, layout=layout._asdict(), projection_scale="number", projection_keypoints=2)
+    assert extractor.features_dim == 146 + 2 * 2 * 2  # the standardised latents, then the keypoints
+
+
+def test_projection_shift_moves_a_scene_alike_in_every_stacked_latent_and_only_while_learning() -> None:
+    layout = ProjectionLayout(start=3, channels=1, width=40, height=30, size=73)
+    latents = torch.zeros(200, 2, 73)
+    latents[:, :, :3] = torch.arange(3.0)                        # unordered numbers: must not move
+    latents[:, 0, 3 + 20] = latents[:, 0, 3 + 40 + 10] = 1.0     # an object at column 20, row 10 ...
+    latents[:, 1, 3 + 22] = latents[:, 1, 3 + 40 + 11] = 1.0     # ... moving to column 22, row 11
+    latents[:, :, 3 + 39] = 7.0                                  # something at the right edge
+    moved = shift_projections(latents.reshape(200, -1), layout, most=3,
+                              generator=torch.Generator().manual_seed(0)).view(200, 2, 73)
+    torch.testing.assert_close(moved[:, :, :3], latents[:, :, :3])
+    columns, rows = moved[:, :, 3: 43], moved[:, :, 43: 73]
+    column_shift = 20 - (columns[:, 0] == 1.0).float().argmax(1)  # new place i shows old place i + shift
+    row_shift = 10 - rows[:, 0].argmax(1)
+    assert set(column_shift.tolist()) == set(range(-3, 4)) and set(row_shift.tolist()) == set(range(-3, 4))
+    assert not torch.equal(column_shift, row_shift)               # the axes move independently
+    torch.testing.assert_close(22 - (columns[:, 1] == 1.0).float().argmax(1), column_shift)  # motion is kept
+    torch.testing.assert_close(11 - rows[:, 1].argmax(1), row_shift)
+    # the right edge is repeated where the scene moved left, and never wraps round to the left
+    torch.testing.assert_close((columns[:, 0] == 7.0).sum(1), (column_shift + 1).clamp(min=0))
+    assert torch.all(columns[:, :, :30] != 7.0)
+    space = spaces.Box(-np.inf, np.inf, (146,), np.float32)
+    plain = StandardizedLatents(space, layout=layout._asdict(), projection_scale="number")
+    shifting = StandardizedLatents(space, layout=layout._asdict(), projection_scale="number", projection_shift=3)
+    observations = latents.reshape(200, -1)
+    for extractor in (plain, shifting):
+        extractor.fit(observations)
+    shifting.train()
+    assert not torch.equal(shifting(observations), plain(observations))
+    shifting.eval()                                              # rollouts, evaluation and play
+    torch.testing.assert_close(shifting(observations), plain(observations))
+    with pytest.raises(ValueError, match=r"projection_shift must be >= 0 and needs the latents' projection layout"):
+        StandardizedLatents(space, projection_shift=2)
+
+
+def test_projection_shift_is_set_up_from_the_config(runs: Path) -> None:
+    cfg = config(runs, **{"encoder.projection_shift": 2})
+    kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
+    assert kwargs["projection_shift"] == 2 and kwargs["layout"]["width"] == 40
+    for changes, message in (({"encoder.projection_shift": -1}, r"encoder.projection_shift is a number of places"),
+                             ({"encoder.projection_shift": 2, "encoder.finetune": True},
+                              r"encoder.finetune=false.*or encoder.projection_shift=0")):
+        with pytest.raises(ConfigError, match=message):
+            config(runs, **changes)
+
+
+def test_projection_keypoints_are_set_up_from_the_config_and_reload_with_the_agent(runs: Path,
+                                                                                   tmp_path: Path) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.projection_keypoints": 3,
+                          "encoder.shared_layers": [16]})
+    kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
+    assert kwargs["projection_keypoints"] == 3 and kwargs["projection_scale"] == "number"
+    train_agent(cfg)
+    agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
+    reloaded = agent.model.policy.features_extractor
+    assert isinstance(reloaded, StandardizedLatents) and isinstance(reloaded.keypoints, ProjectionKeypoints)
+    assert reloaded.keypoints.count == 3 and reloaded.keypoints.stack == 4
+    assert reloaded.shared[0].in_features == reloaded.mean.numel() + 4 * 2 * 3
+    assert not torch.equal(reloaded.keypoints.scale, torch.ones_like(reloaded.keypoints.scale))  # fitted, carried
+    for changes, message in (({"encoder.projection_keypoints": -1}, r"encoder.projection_keypoints is a count"),
+                             ({"encoder.projection_keypoints": 2, "encoder.standardize": False},
+                              r"encoder.standardize=true.*or encoder.projection_keypoints=0")):
+        with pytest.raises(ConfigError, match=message):
+            config(runs, **changes)
+    plain = tmp_path / "plain.safetensors"
+    spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
+    save_checkpoint(plain, build_model("vae", input_shape=spec.input_shape, foreground_projections=False,
+                                       **TINY_VAE), spec, FAKE)
+    with pytest.raises(ConfigError, match=r"encoder.projection_keypoints reads frame projections, but vae latents "
+                                          r"are 4-d.*set encoder.projection_keypoints=0"):
+        run_observations(config(runs, **{"encoder.projection_keypoints": 2, "encoder.path": str(plain)}),
+                         torch.device("cpu"))
+
+
 def test_shared_layers_are_trained_by_policy_and_value_and_reload(runs: Path) -> None:
     cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.shared_layers": [32]})
     observations = run_observations(cfg, torch.device("cpu"))
@@ -582,11 +692,11 @@ def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections
     save_checkpoint(plain, build_model("vae", input_shape=spec.input_shape, foreground_projections=False,
                                        **TINY_VAE), spec, FAKE)
     cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(plain)})
-    with pytest.raises(ConfigError, match=r"needs an encoder with frame projections.*4-d.*"
-                                          r"encoder.projection_conv=false"):
+    with pytest.raises(ConfigError, match=r"encoder.projection_conv reads frame projections, but vae latents are "
+                                          r"4-d.*set encoder.projection_conv=false"):
         run_observations(cfg, torch.device("cpu"))
     cfg = config(runs, **{"encoder.projection_blur": 2.0, "encoder.path": str(plain)})
-    with pytest.raises(ConfigError, match=r"encoder.projection_blur blurs frame projections, but vae latents are "
+    with pytest.raises(ConfigError, match=r"encoder.projection_blur reads frame projections, but vae latents are "
                                           r"4-d.*set encoder.projection_blur=0"):
         run_observations(cfg, torch.device("cpu"))
 

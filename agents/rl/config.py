@@ -72,6 +72,15 @@ class EncoderOptions:
     """Blur each frame projection along its axis by a Gaussian of this many places before standardising
     (:func:`agents.rl.features.projection_blur_matrix`): coarse coding, so that what the policy's MLP learns
     about a ball in one column carries over to the next. 0: no blur."""
+    projection_keypoints: int = 0
+    """Learned places along each axis, per stacked latent, beside the standardised latents: this many 1-D
+    filters per axis score the places of the frame projections, and each gives the softmax-weighted mean
+    place as one number in [-1, 1] (:class:`agents.rl.features.ProjectionKeypoints`), so the policy reads where
+    the ball is as a number rather than as which input is lit. 0: none."""
+    projection_shift: int = 0
+    """Augmentation while the policy learns: every sample's frame projections move along each axis by a random
+    whole number of places up to this (:func:`agents.rl.features.shift_projections`; RAD / DrQ's random
+    translation, on projections). Rollouts, evaluation and play see the latents as they are. 0: none."""
     shared_layers: list[int] = field(default_factory=list)
     """Widths of ReLU layers after the standardisation that the policy and value heads share, as the pixel
     policy shares NatureCNN and its 512-unit layer; the heads on top are then linear, and the agent's
@@ -97,16 +106,21 @@ class EncoderOptions:
                               f"got {self.projection_scale!r}")
         if self.projection_blur < 0:
             raise ConfigError(f"encoder.projection_blur is a Gaussian's sigma in places, >= 0; got {self.projection_blur}")
-        if self.projection_blur and (self.finetune or not self.standardize or self.projection_conv):
-            raise ConfigError("encoder.projection_blur blurs frozen latents before their standardisation: set "
-                              "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
-                              "or encoder.projection_blur=0")
+        if self.projection_keypoints < 0:
+            raise ConfigError(f"encoder.projection_keypoints is a count of places per axis, >= 0; "
+                              f"got {self.projection_keypoints}")
+        if self.projection_shift < 0:
+            raise ConfigError(f"encoder.projection_shift is a number of places, >= 0; got {self.projection_shift}")
         if any(width < 1 for width in self.shared_layers):
             raise ConfigError(f"encoder.shared_layers must be positive widths, got {self.shared_layers}")
-        if self.shared_layers and (self.finetune or not self.standardize or self.projection_conv):
-            raise ConfigError("encoder.shared_layers come after the standardisation of frozen latents: set "
-                              "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
-                              "or encoder.shared_layers=[]")
+        for name, value, off in (("projection_blur", self.projection_blur, "0"),
+                                 ("projection_keypoints", self.projection_keypoints, "0"),
+                                 ("projection_shift", self.projection_shift, "0"),
+                                 ("shared_layers", self.shared_layers, "[]")):
+            if value and (self.finetune or not self.standardize or self.projection_conv):
+                raise ConfigError(f"encoder.{name} works on frozen latents in their standardisation: set "
+                                  "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
+                                  f"or encoder.{name}={off}")
         if self.projection_conv and (self.finetune or not self.standardize):
             raise ConfigError("encoder.projection_conv=true reads frozen latents and standardises them itself: "
                               "set encoder.finetune=false and encoder.standardize=true, or projection_conv=false")

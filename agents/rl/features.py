@@ -6,7 +6,8 @@ extractor encodes them with the checkpoint's encoder, so with ``trainable=True``
 with the policy (``encoder.finetune=true``). With ``trainable=False`` it is the same computation as
 :class:`vaerl.wrappers.LatentVecEnv`, only inside the policy.
 
-:class:`StandardizedLatents` standardises latents the env already encoded (``encoder.standardize=true``);
+:class:`StandardizedLatents` standardises latents the env already encoded (``encoder.standardize=true``),
+with :class:`ProjectionKeypoints` beside them where asked (``encoder.projection_keypoints``);
 :class:`ProjectionConvFeatures` also reads their frame projections with 1-D convolutions
 (``encoder.projection_conv=true``).
 """
@@ -141,6 +142,16 @@ class StandardizedLatents(BaseFeaturesExtractor):
     ``projection_blur`` (a Gaussian's sigma, in places) first blurs every frame projection along its axis
     (:func:`projection_blur_matrix`), so neighbouring places share inputs; the statistics are those of the
     blurred latents.
+
+    ``projection_keypoints`` (a count per axis) appends :class:`ProjectionKeypoints` of every stacked latent:
+    learned places along each axis, as numbers, after the standardised latents and before ``shared_layers``.
+
+    ``projection_shift`` (places) augments while the policy learns, and only then (``self.training``: SB3's
+    updates, not its rollouts, evaluation or play): every sample's projections move along each axis by a
+    random whole number of places up to ``projection_shift``, the same for its stacked latents, edges
+    repeated (:func:`shift_projections`). That is the random translation of RAD and DrQ, applied to
+    the frame's projections: the policy must act alike on a scene a few places over, so what it learns about
+    a ball at one place is learnt at its neighbours too.
     """
 
     projection_clip = 20.0
@@ -149,15 +160,26 @@ class StandardizedLatents(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0,
                  layout: dict[str, int] | None = None, shared_layers: Sequence[int] = (),
-                 projection_scale: str = "axis", projection_blur: float = 0.0) -> None:
+                 projection_scale: str = "axis", projection_blur: float = 0.0,
+                 projection_keypoints: int = 0, projection_shift: int = 0) -> None:
         size = int(np.prod(observation_space.shape))
-        super().__init__(observation_space, features_dim=shared_layers[-1] if shared_layers else size)
         if projection_scale not in PROJECTION_SCALES:
             raise ValueError(f"projection_scale must be one of {PROJECTION_SCALES}, got {projection_scale!r}")
         if projection_blur < 0 or (projection_blur > 0 and not layout):
             raise ValueError(f"projection_blur must be >= 0 and needs the latents' projection layout, "
                              f"got {projection_blur} with layout {layout}")
-        self.shared = _relu_layers(size, shared_layers)
+        if projection_keypoints < 0 or (projection_keypoints > 0 and not layout):
+            raise ValueError(f"projection_keypoints must be >= 0 and needs the latents' projection layout, "
+                             f"got {projection_keypoints} with layout {layout}")
+        if projection_shift < 0 or (projection_shift > 0 and not layout):
+            raise ValueError(f"projection_shift must be >= 0 and needs the latents' projection layout, "
+                             f"got {projection_shift} with layout {layout}")
+        keypoints = ProjectionKeypoints(ProjectionLayout(**layout), projection_keypoints, size // layout["size"]) \
+            if layout and projection_keypoints else None
+        inputs = size + (keypoints.features_dim if keypoints else 0)
+        super().__init__(observation_space, features_dim=shared_layers[-1] if shared_layers else inputs)
+        self.keypoints = keypoints
+        self.shared = _relu_layers(inputs, shared_layers)
         self.floor, self.clip = float(floor), float(clip)
         self.register_buffer("mean", torch.zeros(size))
         self.register_buffer("scale", torch.ones(size))
@@ -169,6 +191,7 @@ class StandardizedLatents(BaseFeaturesExtractor):
         bound = torch.where(self.projection_index >= 0, self.projection_clip, self.clip)
         self.register_buffer("bound", bound, persistent=False)
         self.projection_blur = float(projection_blur)
+        self.projection_shift = int(projection_shift)
         blur = projection_blur_matrix(self.layout, self.projection_blur) if self.projection_blur else None
         self.register_buffer("blur", blur, persistent=False)
 
@@ -189,6 +212,8 @@ class StandardizedLatents(BaseFeaturesExtractor):
         if x.shape[0] < 2 or x.shape[1] != self.mean.numel():
             raise ValueError(f"StandardizedLatents.fit needs (N >= 2, {self.mean.numel()}) observations, "
                              f"got {tuple(x.shape)}")
+        if self.keypoints is not None:
+            self.keypoints.fit(x)
         x = self.blurred(x)
         self.mean.copy_(x.mean(0))
         variance = x.var(0)
@@ -198,8 +223,101 @@ class StandardizedLatents(BaseFeaturesExtractor):
             self.scale[where] = variance[where].mean().sqrt().clamp(min=self.floor)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        standardized = (self.blurred(observations.flatten(1)) - self.mean) / self.scale
-        return self.shared(torch.maximum(torch.minimum(standardized, self.bound), -self.bound))
+        x = observations.flatten(1)
+        if self.training and self.projection_shift:
+            assert self.layout is not None
+            x = shift_projections(x, self.layout, self.projection_shift)
+        standardized = (self.blurred(x) - self.mean) / self.scale
+        features = torch.maximum(torch.minimum(standardized, self.bound), -self.bound)
+        if self.keypoints is not None:
+            features = torch.cat([features, self.keypoints(x)], dim=1)
+        return self.shared(features)
+
+
+class ProjectionKeypoints(nn.Module):
+    """Stacked latents ``(N, stack * size)`` -> learned places along the frame's axes ``(N, stack * 2 * count)``.
+
+    Breakout's action hangs on where the ball is relative to the paddle. Frame projections say it place by
+    place (a bump in column 40), so an MLP reading them must learn every pairing of ball place and paddle
+    place apart. A keypoint is a place as a number instead: a 1-D convolution scores every place of a
+    projection, a softmax over the places turns the scores into weights, and the keypoint is the weighted
+    mean place in [-1, 1] (a spatial softmax, as in Levine et al.'s visuomotor policies and Finn et al.'s
+    deep spatial autoencoders, here along each axis). One narrow filter can score the ball and a wide one the
+    paddle; "ball left of paddle" is then a difference of two numbers, and the ball's motion a difference
+    between stacked frames. The convolutions learn with the policy (from both heads' losses).
+
+    Per axis (columns, rows), ``count`` filters read the ``channels`` projections of one latent; every
+    latent of the stack gets the same filters. Projections are divided by one scale per channel and axis,
+    fitted on random play (:meth:`fit`, a buffer, so ``agent.zip`` carries it), so a filter sees an object
+    alike at every place.
+    """
+
+    kernel = 7
+    projection_clip = StandardizedLatents.projection_clip
+
+    def __init__(self, layout: ProjectionLayout, count: int, stack: int, floor: float = 0.1) -> None:
+        super().__init__()
+        if count < 1 or stack < 1:
+            raise ValueError(f"ProjectionKeypoints needs count >= 1 and stack >= 1, got {count} and {stack}")
+        self.layout, self.count, self.stack, self.floor = layout, int(count), int(stack), float(floor)
+        padding = self.kernel // 2
+        self.columns = nn.Conv1d(layout.channels, self.count, self.kernel, padding=padding)
+        self.rows = nn.Conv1d(layout.channels, self.count, self.kernel, padding=padding)
+        self.register_buffer("scale", torch.ones(2, layout.channels))  # columns, rows
+        self.register_buffer("column_places", torch.linspace(-1.0, 1.0, layout.width), persistent=False)
+        self.register_buffer("row_places", torch.linspace(-1.0, 1.0, layout.height), persistent=False)
+
+    @property
+    def features_dim(self) -> int:
+        return self.stack * 2 * self.count
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, stack * size)`` -> column and row projections ``(N * stack, channels, W | H)``."""
+        layout = self.layout
+        if x.shape[1] != self.stack * layout.size:
+            raise ValueError(f"ProjectionKeypoints expects {self.stack} latents of {layout.size} numbers, "
+                             f"got {x.shape[1]} numbers")
+        projections = x.reshape(-1, layout.size)[:, layout.start: layout.stop]
+        projections = projections.reshape(-1, layout.channels, layout.width + layout.height)
+        return projections[..., : layout.width], projections[..., layout.width:]
+
+    @torch.no_grad()
+    def fit(self, observations: torch.Tensor) -> None:
+        """Set the scales from ``(N, stack * size)`` observations: each projection's spread over all places."""
+        for axis, projection in enumerate(self._projections(observations)):
+            self.scale[axis].copy_(projection.transpose(0, 1).flatten(1).std(1).clamp(min=self.floor))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        points = []
+        columns, rows = self._projections(observations)
+        for axis, (projection, conv, places) in enumerate(((columns, self.columns, self.column_places),
+                                                           (rows, self.rows, self.row_places))):
+            signal = (projection / self.scale[axis][:, None]).clamp(-self.projection_clip, self.projection_clip)
+            weights = torch.softmax(conv(signal), dim=-1)  # (N * stack, count, places)
+            points.append(weights @ places)                 # (N * stack, count)
+        return torch.cat(points, dim=1).reshape(len(observations), self.features_dim)
+
+
+def shift_projections(latents: torch.Tensor, layout: ProjectionLayout, most: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(N, stack * size)`` stacked latents with their frame projections moved along each axis.
+
+    Per sample and axis a whole number of places ``s`` in ``[-most, most]`` is drawn; the new projection at
+    place ``i`` is the old one at ``i + s``, clamped to the frame (edges repeated, as DrQ pads by replication
+    before its random crop). All channels and stacked latents of a sample move alike, so motion between
+    frames is kept; the numbers outside the projections are left as they are.
+    """
+    n = len(latents)
+    stacked = latents.reshape(n, -1, layout.size)
+    projections = stacked[..., layout.start: layout.stop].reshape(n, stacked.shape[1], layout.channels, -1)
+    moved = []
+    for offset, length in ((0, layout.width), (layout.width, layout.height)):
+        shift = torch.randint(-most, most + 1, (n, 1), generator=generator).to(latents.device)
+        source = (torch.arange(length, device=latents.device) + shift).clamp(0, length - 1)  # (N, length)
+        part = projections[..., offset: offset + length]
+        moved.append(torch.gather(part, -1, source[:, None, None, :].expand_as(part)))
+    projections = torch.cat(moved, -1).flatten(2)
+    return torch.cat([stacked[..., : layout.start], projections, stacked[..., layout.stop:]], -1).flatten(1)
 
 
 def projection_blur_matrix(layout: ProjectionLayout | None, sigma: float) -> torch.Tensor:

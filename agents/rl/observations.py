@@ -92,7 +92,8 @@ class LatentObservations(Observations):
     """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
     in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`; frame projections
     with one scale per axis where ``projection_scale="axis"``, blurred along their axis by
-    ``projection_blur``; followed by ``shared_layers`` that the policy
+    ``projection_blur``, with ``projection_keypoints`` beside them, moved by up to ``projection_shift`` places
+    while the policy learns; followed by ``shared_layers`` that the policy
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`)."""
 
@@ -103,21 +104,24 @@ class LatentObservations(Observations):
     standardize: bool = True
     projection_scale: str = "number"
     projection_blur: float = 0.0
+    projection_keypoints: int = 0
+    projection_shift: int = 0
     shared_layers: tuple[int, ...] = ()
     projection_conv: bool = False
 
     threads: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if self.projection_blur and self.encoder.model.projections() is None:
-            raise ConfigError(f"encoder.projection_blur blurs frame projections, but {self.encoder.kind} latents "
-                              f"are {self.encoder.model.describe_latent()}: set encoder.projection_blur=0, or "
-                              f"pretrain with model.foreground_projections=true")
-        if self.projection_conv and self.encoder.model.projections() is None:
-            raise ConfigError(f"encoder.projection_conv=true needs an encoder with frame projections, but "
-                              f"{self.encoder.kind} latents are {self.encoder.model.describe_latent()}: "
-                              f"set encoder.projection_conv=false, or pretrain with "
-                              f"model.foreground_projections=true")
+        if self.encoder.model.projections() is not None:
+            return
+        for name, value, off in (("projection_blur", self.projection_blur, "0"),
+                                 ("projection_keypoints", self.projection_keypoints, "0"),
+                                 ("projection_shift", self.projection_shift, "0"),
+                                 ("projection_conv", self.projection_conv, "false")):
+            if value:
+                raise ConfigError(f"encoder.{name} reads frame projections, but {self.encoder.kind} latents are "
+                                  f"{self.encoder.model.describe_latent()}: set encoder.{name}={off}, or pretrain "
+                                  f"with model.foreground_projections=true")
 
     def wrap(self, venv: VecEnv) -> VecEnv:
         return LatentVecEnv(venv, self.encoder, mode=self.mode, stack=self.stack, stack_mode=self.stack_mode)
@@ -132,10 +136,15 @@ class LatentObservations(Observations):
             return {}
         options: dict[str, Any] = {}
         layout = self.encoder.model.projections()
-        if layout is not None and (self.projection_scale == "axis" or self.projection_blur):
+        if layout is not None and (self.projection_scale == "axis" or self.projection_blur
+                                   or self.projection_keypoints or self.projection_shift):
             options.update(layout=layout._asdict(), projection_scale=self.projection_scale)
         if self.projection_blur:
             options["projection_blur"] = self.projection_blur
+        if self.projection_keypoints:
+            options["projection_keypoints"] = self.projection_keypoints
+        if self.projection_shift:
+            options["projection_shift"] = self.projection_shift
         if not self.shared_layers:
             return {"features_extractor_class": StandardizedLatents, "features_extractor_kwargs": options}
         return {"features_extractor_class": StandardizedLatents, "net_arch": [],  # linear heads, as on pixels
@@ -248,6 +257,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
     return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
                               standardize=options.standardize, projection_scale=options.projection_scale,
                               projection_blur=options.projection_blur,
+                              projection_keypoints=options.projection_keypoints,
+                              projection_shift=options.projection_shift,
                               shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv)
 
 
