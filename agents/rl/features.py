@@ -165,15 +165,11 @@ class StandardizedLatents(BaseFeaturesExtractor):
         size = int(np.prod(observation_space.shape))
         if projection_scale not in PROJECTION_SCALES:
             raise ValueError(f"projection_scale must be one of {PROJECTION_SCALES}, got {projection_scale!r}")
-        if projection_blur < 0 or (projection_blur > 0 and not layout):
-            raise ValueError(f"projection_blur must be >= 0 and needs the latents' projection layout, "
-                             f"got {projection_blur} with layout {layout}")
-        if projection_keypoints < 0 or (projection_keypoints > 0 and not layout):
-            raise ValueError(f"projection_keypoints must be >= 0 and needs the latents' projection layout, "
-                             f"got {projection_keypoints} with layout {layout}")
-        if projection_shift < 0 or (projection_shift > 0 and not layout):
-            raise ValueError(f"projection_shift must be >= 0 and needs the latents' projection layout, "
-                             f"got {projection_shift} with layout {layout}")
+        for name, value in (("projection_blur", projection_blur), ("projection_keypoints", projection_keypoints),
+                            ("projection_shift", projection_shift)):
+            if value < 0 or (value > 0 and not layout):
+                raise ValueError(f"{name} must be >= 0 and needs the latents' projection layout, "
+                                 f"got {value} with layout {layout}")
         keypoints = ProjectionKeypoints(ProjectionLayout(**layout), projection_keypoints, size // layout["size"]) \
             if layout and projection_keypoints else None
         inputs = size + (keypoints.features_dim if keypoints else 0)

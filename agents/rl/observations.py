@@ -114,14 +114,17 @@ class LatentObservations(Observations):
     def __post_init__(self) -> None:
         if self.encoder.model.projections() is not None:
             return
-        for name, value, off in (("projection_blur", self.projection_blur, "0"),
-                                 ("projection_keypoints", self.projection_keypoints, "0"),
-                                 ("projection_shift", self.projection_shift, "0"),
-                                 ("projection_conv", self.projection_conv, "false")):
+        for name, value in [*self._projection_options().items(), ("projection_conv", self.projection_conv)]:
+            off = "false" if isinstance(value, bool) else "0"
             if value:
                 raise ConfigError(f"encoder.{name} reads frame projections, but {self.encoder.kind} latents are "
                                   f"{self.encoder.model.describe_latent()}: set encoder.{name}={off}, or pretrain "
                                   f"with model.foreground_projections=true")
+
+    def _projection_options(self) -> dict[str, float | int]:
+        """The :class:`~agents.rl.features.StandardizedLatents` options that read frame projections, as set."""
+        return {"projection_blur": self.projection_blur, "projection_keypoints": self.projection_keypoints,
+                "projection_shift": self.projection_shift}
 
     def wrap(self, venv: VecEnv) -> VecEnv:
         return LatentVecEnv(venv, self.encoder, mode=self.mode, stack=self.stack, stack_mode=self.stack_mode)
@@ -136,15 +139,10 @@ class LatentObservations(Observations):
             return {}
         options: dict[str, Any] = {}
         layout = self.encoder.model.projections()
-        if layout is not None and (self.projection_scale == "axis" or self.projection_blur
-                                   or self.projection_keypoints or self.projection_shift):
+        reading = {name: value for name, value in self._projection_options().items() if value}
+        if layout is not None and (self.projection_scale == "axis" or reading):
             options.update(layout=layout._asdict(), projection_scale=self.projection_scale)
-        if self.projection_blur:
-            options["projection_blur"] = self.projection_blur
-        if self.projection_keypoints:
-            options["projection_keypoints"] = self.projection_keypoints
-        if self.projection_shift:
-            options["projection_shift"] = self.projection_shift
+        options.update(reading)
         if not self.shared_layers:
             return {"features_extractor_class": StandardizedLatents, "features_extractor_kwargs": options}
         return {"features_extractor_class": StandardizedLatents, "net_arch": [],  # linear heads, as on pixels
