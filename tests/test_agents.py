@@ -699,6 +699,12 @@ def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections
     with pytest.raises(ConfigError, match=r"encoder.projection_blur reads frame projections, but vae latents are "
                                           r"4-d.*set encoder.projection_blur=0"):
         run_observations(cfg, torch.device("cpu"))
+    cells_only = tmp_path / "cells.safetensors"
+    save_checkpoint(cells_only, build_model("vae", input_shape=spec.input_shape, foreground_cells=4,
+                                            foreground_sums=False, **TINY_VAE), spec, FAKE)
+    cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(cells_only)})
+    with pytest.raises(ConfigError, match=r"vae latents are 4-d \+ 4x4 foreground cells.*model.foreground_sums=true"):
+        run_observations(cfg, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

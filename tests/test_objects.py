@@ -55,6 +55,9 @@ def test_maps_are_outer_products() -> None:
     ({"object_channels": 2, "foreground_projections": False}, 2 * (42 + 42)),
     ({"foreground_projections": True}, 84 + 84),
     ({"foreground_parts": 3}, 84 + 84 + 3 * PART_STATS),
+    ({"foreground_cells": 7}, 84 + 84 + 7 * 7),
+    ({"foreground_parts": 2, "foreground_cells": 4}, 84 + 84 + 2 * PART_STATS + 4 * 4),
+    ({"foreground_cells": 14, "foreground_sums": False}, 14 * 14),
 ])
 def test_latent_holds_objects_and_decodes_from_them(path: dict, extra: int) -> None:
     torch.manual_seed(0)
@@ -318,3 +321,69 @@ def test_unflatten_refuses_a_latent_of_the_wrong_size() -> None:
     assert ObjectProjections.unflatten(flat, 1, (84, 84), num_parts=6).parts.shape == (2, 6, PART_STATS)
     with pytest.raises(ValueError, match=r"shape \(N, 168\).*got \(2, 198\)"):
         ObjectProjections.unflatten(flat, 1, (84, 84))
+
+
+def test_cells_tell_which_column_goes_with_which_row() -> None:
+    """Two dots at (top, left) and (bottom, right) have the same row and column sums as two at (top, right)
+    and (bottom, left); the grid of cells tells them apart."""
+    encoder = ForegroundProjections(in_channels=1, input_hw=(12, 12), cells=3)
+    frames = torch.zeros(2, 1, 12, 12)
+    frames[0, 0, 1, 2] = frames[0, 0, 10, 9] = 1.0
+    frames[1, 0, 1, 9] = frames[1, 0, 10, 2] = 1.0
+    a, b = encoder(frames[:1]), encoder(frames[1:])
+    torch.testing.assert_close(a.x, b.x)
+    torch.testing.assert_close(a.y, b.y)
+    expected = torch.zeros(2, 3, 3)
+    expected[0, 0, 0] = expected[0, 2, 2] = expected[1, 0, 2] = expected[1, 2, 0] = 1.0
+    torch.testing.assert_close(torch.cat([a.cells, b.cells]), expected)
+
+
+@pytest.mark.parametrize(("hw", "cells"), [((84, 84), 7), ((9, 7), 3), ((85, 63), 10), ((5, 5), 5)])
+def test_cells_hold_the_whole_foreground_at_any_frame_size(hw: tuple[int, int], cells: int) -> None:
+    """Each pixel lies in exactly one cell, so the cells add up to the foreground, and a lone pixel lands in
+    the cell of its place."""
+    torch.manual_seed(0)
+    encoder = ForegroundProjections(in_channels=2, input_hw=hw, cells=cells)
+    with torch.no_grad():
+        encoder.background.uniform_()
+    frames = torch.rand(3, 2, *hw)
+    objects = encoder(frames)
+    assert objects.cells.shape == (3, cells, cells) and encoder.latent_dim == sum(hw) + cells * cells
+    torch.testing.assert_close(objects.cells.sum((-2, -1)), objects.x.sum((-2, -1)))
+    dot = torch.zeros(1, 1, *hw)
+    row, col = hw[0] - 1, hw[1] // 2
+    dot[0, 0, row, col] = 0.5
+    found = ForegroundProjections(1, hw, cells=cells)(dot).cells[0]
+    assert float(found[cells - 1, col * cells // hw[1]]) == 0.5 and float(found.sum()) == 0.5
+
+
+def test_cell_picture_is_the_pooled_foreground_when_cells_are_the_pooling_blocks() -> None:
+    """With 2x2-pixel cells the cells' picture is exactly the renderer's half-resolution foreground."""
+    encoder = ForegroundProjections(in_channels=1, input_hw=(8, 8), cells=4)
+    frames = torch.rand(2, 1, 8, 8)
+    maps = encoder.maps(encoder(frames))
+    assert maps.shape == (2, 2, 4, 4) and encoder.map_channels == 2
+    torch.testing.assert_close(maps[:, 1:], torch.nn.functional.avg_pool2d(frames, 2))
+
+
+def test_cells_round_trip_through_the_flat_latent_and_refuse_bad_sizes() -> None:
+    torch.manual_seed(0)
+    encoder = ForegroundProjections(in_channels=1, input_hw=(16, 16), num_parts=2, cells=4)
+    objects = encoder(torch.rand(2, 1, 16, 16))
+    flat = objects.flatten()
+    assert flat.shape == (2, 16 + 16 + 2 * PART_STATS + 16)
+    for a, b in zip(ObjectProjections.unflatten(flat, 1, encoder.grid, num_parts=2, cells=4), objects):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"\+ 2 x 5 part statistics \+ 3 x 3 cells\), got \(2, 58\)"):
+        ObjectProjections.unflatten(flat, 1, encoder.grid, num_parts=2, cells=3)
+    with pytest.raises(ValueError, match="foreground_projections=true or foreground_cells=0"):
+        build_model("vae", input_shape=(1, 84, 84), foreground_projections=False, foreground_cells=7)
+    with pytest.raises(ValueError, match=r"foreground_cells must be between 0 and the frame's smaller side \(63\)"):
+        build_model("vae", input_shape=(1, 85, 63), foreground_cells=64)
+
+
+def test_a_foreground_path_without_sums_keeps_its_cells_and_has_no_projection_layout() -> None:
+    model = build_model("vae", input_shape=(1, 84, 84), foreground_cells=14, foreground_sums=False)
+    assert model.describe_latent() == "32-d + 14x14 foreground cells" and model.projections() is None
+    with pytest.raises(ValueError, match="foreground_sums=false leaves the foreground path empty"):
+        build_model("vae", input_shape=(1, 84, 84), foreground_sums=False)

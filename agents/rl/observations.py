@@ -119,7 +119,7 @@ class LatentObservations(Observations):
             if value:
                 raise ConfigError(f"encoder.{name} reads frame projections, but {self.encoder.kind} latents are "
                                   f"{self.encoder.model.describe_latent()}: set encoder.{name}={off}, or pretrain "
-                                  f"with model.foreground_projections=true")
+                                  f"with model.foreground_projections=true model.foreground_sums=true")
 
     def _projection_options(self) -> dict[str, float | int]:
         """The :class:`~agents.rl.features.StandardizedLatents` options that read frame projections, as set."""

@@ -3,9 +3,9 @@
 Two paths, either of which a VAE can carry beside its Gaussian latent:
 
 * :class:`ForegroundProjections` (the default): the column and row sums of the frame's distance from the
-  static background. Nothing learned, nothing dropped; see its docstring. Optionally a learned partition
-  of that foreground into parts, each handed on as its mass, centre and spread, so that objects sharing
-  rows (Pong's paddles) come apart.
+  static background, and its sums over a coarse grid of cells. Nothing learned, nothing dropped; see its
+  docstring. Optionally a learned partition of that foreground into parts, each handed on as its mass,
+  centre and spread, so that objects sharing rows (Pong's paddles) come apart.
 * :class:`ObjectEncoder` (experimental, learned object channels), described below.
 
 A VAE with one global Gaussian latent draws Atari's ball as a smudge: a two-pixel object costs the KL
@@ -48,12 +48,14 @@ class ObjectProjections(NamedTuple):
     x: torch.Tensor  # (N, K, W') per channel: how much of it is in each column
     y: torch.Tensor  # (N, K, H') per channel: how much of it is in each row
     parts: torch.Tensor | None = None  # (N, P, PART_STATS) learned foreground parts (ForegroundProjections)
+    cells: torch.Tensor | None = None  # (N, G, G) foreground sums over a coarse grid (ForegroundProjections)
 
     def flatten(self) -> torch.Tensor:
-        """``(N, K * (W' + H') [+ P * PART_STATS])``: per channel the column projection, then the row
-        projection; then each part's statistics."""
-        flat = torch.cat([self.x, self.y], dim=-1).flatten(1)
-        return flat if self.parts is None else torch.cat([flat, self.parts.flatten(1)], dim=1)
+        """``(N, K * (W' + H') [+ P * PART_STATS] [+ G * G])``: per channel the column projection, then the
+        row projection; then each part's statistics; then the grid's cells, row by row."""
+        pieces = [torch.cat([self.x, self.y], dim=-1).flatten(1)]
+        pieces += [extra.flatten(1) for extra in (self.parts, self.cells) if extra is not None]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
     def maps(self) -> torch.Tensor:
         """``(N, K, H', W')`` outer products ``y x^T``: for a single object, its bounding box."""
@@ -61,25 +63,30 @@ class ObjectProjections(NamedTuple):
 
     @classmethod
     def zeros(cls, n: int, channels: int, grid: tuple[int, int], like: torch.Tensor,
-              num_parts: int = 0) -> ObjectProjections:
+              num_parts: int = 0, cells: int = 0) -> ObjectProjections:
         """Projections of ``n`` frames with nothing in them."""
         height, width = grid
         return cls(like.new_zeros(n, channels, width), like.new_zeros(n, channels, height),
-                   like.new_zeros(n, num_parts, PART_STATS) if num_parts else None)
+                   like.new_zeros(n, num_parts, PART_STATS) if num_parts else None,
+                   like.new_zeros(n, cells, cells) if cells else None)
 
     @classmethod
     def unflatten(cls, flat: torch.Tensor, channels: int, grid: tuple[int, int],
-                  num_parts: int = 0) -> ObjectProjections:
-        """Inverse of :meth:`flatten` for ``flat`` of shape ``(N, channels * (W' + H') + num_parts * PART_STATS)``."""
+                  num_parts: int = 0, cells: int = 0) -> ObjectProjections:
+        """Inverse of :meth:`flatten` for ``flat`` of shape
+        ``(N, channels * (W' + H') + num_parts * PART_STATS + cells * cells)``."""
         height, width = grid
         size = channels * (width + height)
-        if flat.dim() != 2 or flat.shape[1] != size + num_parts * PART_STATS:
-            raise ValueError(f"expected flat object latents of shape (N, {size + num_parts * PART_STATS}) "
+        stats = num_parts * PART_STATS
+        expected = size + stats + cells * cells
+        if flat.dim() != 2 or flat.shape[1] != expected:
+            raise ValueError(f"expected flat object latents of shape (N, {expected}) "
                              f"({channels} x ({width} + {height}) projections + {num_parts} x {PART_STATS} part "
-                             f"statistics), got {tuple(flat.shape)}")
-        projections = flat[:, :size].reshape(-1, channels, width + height)
-        stats = flat[:, size:].reshape(-1, num_parts, PART_STATS) if num_parts else None
-        return cls(projections[..., :width], projections[..., width:], stats)
+                             f"statistics + {cells} x {cells} cells), got {tuple(flat.shape)}")
+        projections = flat[:, :size].reshape(len(flat), channels, width + height)
+        parts = flat[:, size:size + stats].reshape(len(flat), num_parts, PART_STATS) if num_parts else None
+        grid_cells = flat[:, size + stats:].reshape(len(flat), cells, cells) if cells else None
+        return cls(projections[..., :width], projections[..., width:], parts, grid_cells)
 
 
 def soft_max(scores: torch.Tensor, dim: int, temperature: float = 0.05) -> torch.Tensor:
@@ -103,6 +110,8 @@ class ObjectEncoder(nn.Module):
     """What :meth:`vaerl.models.VAE.describe_latent` calls its projections."""
     num_parts = 0
     """Learned object channels have no part statistics (see :class:`ForegroundProjections`)."""
+    cells = 0
+    """... and no grid of cells."""
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], channels: int, hidden: int = 8) -> None:
         super().__init__()
@@ -140,6 +149,13 @@ class ObjectEncoder(nn.Module):
         return self.channels
 
 
+def cell_assignment(size: int, cells: int) -> torch.Tensor:
+    """``(cells, size)`` one-hot: pixel ``i`` of a side of ``size`` pixels lies in cell ``i * cells // size``
+    (cells differ in size by at most one pixel when ``cells`` does not divide ``size``)."""
+    owner = torch.arange(size) * cells // size
+    return (owner[None, :] == torch.arange(cells)[:, None]).float()
+
+
 def weighted_moments(weights: torch.Tensor, coords: torch.Tensor, mass: torch.Tensor,
                      eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre and spread (standard deviation) of ``weights`` (..., L) placed at ``coords`` (L,) with total
@@ -161,6 +177,12 @@ class ForegroundProjections(nn.Module):
     in the pixels, so how a one-pixel ball splits its intensity between two columns (its sub-pixel place)
     survives too.
 
+    Sums along the axes lose which column goes with which row: Breakout's ball and the holes in the wall
+    above it add up in the same columns. With ``cells = G > 0`` the foreground is also summed over a
+    ``G x G`` grid of cells (each pixel in exactly one cell, so the cells too hold the whole foreground):
+    coarse places, but in two dimensions, so a policy sees the ball apart from the wall without having to
+    learn to untangle the sums. ``G * G`` more numbers per frame.
+
     Objects that share a row or a column add up there: Pong's two paddles fill the same rows, and the sums
     cannot say which paddle is the agent's. With ``num_parts > 0`` a learned partition tells them apart.
     A small conv net plus a learned prior over locations shares each 2x2 block of foreground out among
@@ -178,18 +200,32 @@ class ForegroundProjections(nn.Module):
     name = "foreground"
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], num_parts: int = 0, hidden: int = 8,
-                 temperature: float = 0.1) -> None:
+                 temperature: float = 0.1, cells: int = 0, sums: bool = True) -> None:
         super().__init__()
-        self.grid = (int(input_hw[0]), int(input_hw[1]))
+        self.frame_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.sums = bool(sums)
+        self.grid = self.frame_hw if self.sums else (0, 0)
+        """Lengths of the row and column projections: the frame's, or none without ``sums``."""
         self.num_parts = int(num_parts)
+        self.cells = int(cells)
+        if not 0 <= self.cells <= min(self.frame_hw):
+            raise ValueError(f"cells must be between 0 and the frame's smaller side ({min(self.frame_hw)}), "
+                             f"got {cells}")
+        if not (self.sums or self.cells or self.num_parts):
+            raise ValueError("a foreground path without sums needs cells or parts: set sums=True, cells > 0 "
+                             "or num_parts > 0")
+        if self.cells:
+            # which cell each row and each column falls in: one-hot (cells, H) and (cells, W)
+            self.register_buffer("cell_rows", cell_assignment(self.frame_hw[0], self.cells), persistent=False)
+            self.register_buffer("cell_cols", cell_assignment(self.frame_hw[1], self.cells), persistent=False)
         # a sharp softmax: at the usual learning rate (1e-3) a location's scores move by ~1e-3 a step, so
         # unscaled a clean partition would take tens of thousands of steps; divided by 0.1, a few thousand
         self.temperature = temperature
         if self.num_parts < 0:
             raise ValueError(f"num_parts must be >= 0, got {num_parts}")
-        self.register_buffer("background", torch.zeros(in_channels, *self.grid))
+        self.register_buffer("background", torch.zeros(in_channels, *self.frame_hw))
         if self.num_parts:
-            height, width = self.grid
+            height, width = self.frame_hw
             self.part_net = nn.Sequential(
                 nn.Conv2d(in_channels, hidden, 4, 2, 1), nn.ReLU(inplace=True),
                 nn.Conv2d(hidden, self.num_parts + 1, 1),
@@ -198,19 +234,20 @@ class ForegroundProjections(nn.Module):
             # and leave others empty, saturated, with no gradient to ever fill them
             nn.init.zeros_(self.part_net[-1].weight)
             nn.init.zeros_(self.part_net[-1].bias)
-            self.part_prior = nn.Parameter(torch.zeros(self.num_parts + 1, *object_grid(self.grid)))
+            self.part_prior = nn.Parameter(torch.zeros(self.num_parts + 1, *object_grid(self.frame_hw)))
             # pixel centres in [-1, 1] (draw_parts averages neighbours for the renderer's half resolution)
             self.register_buffer("coords_x", torch.linspace(-1.0, 1.0, width), persistent=False)
             self.register_buffer("coords_y", torch.linspace(-1.0, 1.0, height), persistent=False)
 
     @property
     def latent_dim(self) -> int:
-        return sum(self.grid) + self.num_parts * PART_STATS
+        return sum(self.grid) + self.num_parts * PART_STATS + self.cells ** 2
 
     @property
     def map_channels(self) -> int:
-        """Maps :meth:`maps` draws for the renderer: the sums' rank-one picture, then one blob per part."""
-        return 1 + self.num_parts
+        """Maps :meth:`maps` draws for the renderer: the sums' rank-one picture, one blob per part, then the
+        cells' picture."""
+        return int(self.sums) + self.num_parts + (1 if self.cells else 0)
 
     def foreground(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 1, H, W)``: each pixel's distance from the background, summed over colour channels."""
@@ -220,7 +257,11 @@ class ForegroundProjections(nn.Module):
     def forward(self, x: torch.Tensor) -> ObjectProjections:
         foreground = self.foreground(x)
         parts = self.part_statistics(x, foreground) if self.num_parts else None
-        return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts)
+        cells = self.cell_rows @ foreground[:, 0] @ self.cell_cols.T if self.cells else None
+        if not self.sums:
+            nothing = foreground.new_zeros(len(foreground), 1, 0)
+            return ObjectProjections(nothing, nothing, parts, cells)
+        return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts, cells)
 
     def cell_shares(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, num_parts, ceil(H/2), ceil(W/2))`` for frames ``x``: each part's share of every 2x2 block of
@@ -228,13 +269,13 @@ class ForegroundProjections(nn.Module):
         neighbour's shares."""
         scores = (self.part_net(x - self.background) + self.part_prior) / self.temperature
         shares = torch.softmax(scores, dim=1)[:, : self.num_parts]
-        height, width = self.grid
+        height, width = self.frame_hw
         pad = (0, -(-width // 2) - shares.shape[-1], 0, -(-height // 2) - shares.shape[-2])
         return F.pad(shares, pad, mode="replicate") if any(pad) else shares
 
     def part_shares(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, num_parts, H, W)``: each pixel's share in each part, for frames ``x``."""
-        height, width = self.grid
+        height, width = self.frame_hw
         shares = self.cell_shares(x)
         return shares.repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :height, :width]
 
@@ -243,7 +284,7 @@ class ForegroundProjections(nn.Module):
         spread x, spread y of each part."""
         shares = self.cell_shares(x)
         n, _, cells_y, cells_x = shares.shape
-        height, width = self.grid
+        height, width = self.frame_hw
         # every pixel weighted by its block's shares: the foreground viewed as 2x2 blocks rather than the
         # shares upsampled (the same numbers, faster)
         pad = (0, 2 * cells_x - width, 0, 2 * cells_y - height)
@@ -260,11 +301,22 @@ class ForegroundProjections(nn.Module):
     def maps(self, objects: ObjectProjections) -> torch.Tensor:
         """What :class:`ObjectRenderer` draws from, at half resolution: the foreground's best rank-one picture
         ``y x^T / mass`` (exact for one uniform box), then a Gaussian blob of each part holding its mass."""
-        mass = objects.x.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1e-3)
-        picture = F.avg_pool2d(objects.maps() / mass, 2)
-        if objects.parts is None:
-            return picture
-        return torch.cat([picture, self.draw_parts(objects.parts, picture.shape[-2:])], dim=1)
+        maps = []
+        if self.sums:
+            mass = objects.x.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1e-3)
+            maps.append(F.avg_pool2d(objects.maps() / mass, 2))
+        if objects.parts is not None:
+            maps.append(self.draw_parts(objects.parts, (self.frame_hw[0] // 2, self.frame_hw[1] // 2)))
+        if objects.cells is not None:
+            maps.append(self.draw_cells(objects.cells))
+        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+    def draw_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H // 2, W // 2)``: each cell's mass spread evenly over its pixels, average-pooled to the
+        renderer's half resolution (so it holds the mass / 4, as the pooled foreground does)."""
+        area = self.cell_rows.sum(1)[:, None] * self.cell_cols.sum(1)[None, :]
+        density = self.cell_rows.T @ (cells / area) @ self.cell_cols
+        return F.avg_pool2d(density[:, None], 2)
 
     def draw_parts(self, parts: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """``(N, P, h, w)`` Gaussian blobs at each part's centre with its spread, each summing to its mass
@@ -274,7 +326,7 @@ class ForegroundProjections(nn.Module):
         grid_y = F.avg_pool1d(self.coords_y[None, None], 2)[0, 0, : hw[0]]
         mass, centre_x, centre_y, spread_x, spread_y = parts.unbind(-1)
         # a blob is never narrower than a pixel (2 / (n - 1) in [-1, 1] coordinates)
-        pixel_y, pixel_x = (2.0 / max(n - 1, 1) for n in self.grid)
+        pixel_y, pixel_x = (2.0 / max(n - 1, 1) for n in self.frame_hw)
         along_x = -0.5 * ((grid_x - centre_x[..., None]) / spread_x.clamp(min=pixel_x)[..., None]).pow(2)
         along_y = -0.5 * ((grid_y - centre_y[..., None]) / spread_y.clamp(min=pixel_y)[..., None]).pow(2)
         blobs = torch.exp(along_y[..., :, None] + along_x[..., None, :])

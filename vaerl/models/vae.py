@@ -64,6 +64,11 @@ class VAEConfig:
     foreground_parts: int = 0
     """Learned parts of the foreground, each handed on as its mass, centre and spread (5 numbers); needs
     ``foreground_projections``."""
+    foreground_cells: int = 0
+    """Sums of the foreground over a ``G x G`` grid of cells beside its row and column sums (``G * G``
+    numbers): which column goes with which row; needs ``foreground_projections``."""
+    foreground_sums: bool = True
+    """The foreground's row and column sums (``H + W`` numbers); ``false`` keeps only its cells (and parts)."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -81,6 +86,15 @@ class VAEConfig:
         if self.foreground_parts and not self.foreground_projections:
             raise ValueError("foreground_parts split the foreground projections into parts; set "
                              "foreground_projections=true or foreground_parts=0")
+        if not 0 <= self.foreground_cells <= min(self.input_shape[1:]):
+            raise ValueError(f"foreground_cells must be between 0 and the frame's smaller side "
+                             f"({min(self.input_shape[1:])}), got {self.foreground_cells}")
+        if self.foreground_cells and not self.foreground_projections:
+            raise ValueError("foreground_cells sum the foreground of the foreground projections over a grid; set "
+                             "foreground_projections=true or foreground_cells=0")
+        if self.foreground_projections and not (self.foreground_sums or self.foreground_cells or self.foreground_parts):
+            raise ValueError("foreground_sums=false leaves the foreground path empty; set foreground_cells > 0 "
+                             "(or foreground_parts > 0), foreground_sums=true, or foreground_projections=false")
 
 
 class VAEOutput(NamedTuple):
@@ -142,7 +156,8 @@ class VAE(FrameModel):
         if config.object_channels:
             self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
         elif config.foreground_projections:
-            self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts)
+            self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts,
+                                                        cells=config.foreground_cells, sums=config.foreground_sums)
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
 
@@ -165,7 +180,8 @@ class VAE(FrameModel):
             encoder = self.object_encoder
             if objects is None:  # no objects given: an empty scene (prior samples)
                 objects = ObjectProjections.zeros(len(z), encoder.channels, encoder.grid, z,  # type: ignore[union-attr]
-                                                  num_parts=encoder.num_parts)  # type: ignore[union-attr]
+                                                  num_parts=encoder.num_parts,  # type: ignore[union-attr]
+                                                  cells=encoder.cells)  # type: ignore[union-attr]
             logits = logits + self.object_renderer(encoder.maps(objects))  # type: ignore[union-attr]
         return logits
 
@@ -186,7 +202,7 @@ class VAE(FrameModel):
             return z, None
         encoder = self.object_encoder
         return z, ObjectProjections.unflatten(latent[:, self.config.latent_dim:], encoder.channels, encoder.grid,
-                                              num_parts=encoder.num_parts)
+                                              num_parts=encoder.num_parts, cells=encoder.cells)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
         mu, logvar = self.encode(x)
@@ -228,13 +244,19 @@ class VAE(FrameModel):
             return super().describe_latent()
         encoder = self.object_encoder
         height, width = encoder.grid
-        parts = f" + {encoder.num_parts}x{PART_STATS} part statistics" if encoder.num_parts else ""
-        return f"{self.config.latent_dim}-d + {encoder.channels}x({width}+{height}) {encoder.name} projections{parts}"
+        pieces = [f"{self.config.latent_dim}-d"]
+        if width + height:
+            pieces.append(f"{encoder.channels}x({width}+{height}) {encoder.name} projections")
+        if encoder.num_parts:
+            pieces.append(f"{encoder.num_parts}x{PART_STATS} part statistics")
+        if encoder.cells:
+            pieces.append(f"{encoder.cells}x{encoder.cells} {encoder.name} cells")
+        return " + ".join(pieces)
 
     def projections(self) -> ProjectionLayout | None:
         """The object path's column and row projections, right after the Gaussian part."""
         encoder = self.object_encoder
-        if encoder is None:
+        if encoder is None or not sum(encoder.grid):
             return None
         height, width = encoder.grid
         return ProjectionLayout(self.config.latent_dim, encoder.channels, width, height, self.latent_dim("mean"))
