@@ -300,7 +300,8 @@ class ForegroundProjections(nn.Module):
 
     def maps(self, objects: ObjectProjections) -> torch.Tensor:
         """What :class:`ObjectRenderer` draws from, at half resolution: the foreground's best rank-one picture
-        ``y x^T / mass`` (exact for one uniform box), then a Gaussian blob of each part holding its mass."""
+        ``y x^T / mass`` (exact for one uniform box; with ``sums``), a Gaussian blob of each part holding its
+        mass, then the cells' picture (:meth:`draw_cells`), in that order, as many as :attr:`map_channels`."""
         maps = []
         if self.sums:
             mass = objects.x.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1e-3)
