@@ -147,7 +147,7 @@ def test_vae_reports_unweighted_elbo_and_bits_per_dim() -> None:
     m = weighted.metrics
     assert float(m["elbo"]) == pytest.approx(-(float(m["recon_nll"]) + float(m["kl"])), rel=1e-5)
     assert float(m["bits_per_dim"]) == pytest.approx(-float(m["elbo"]) / (256 * math.log(2)) + 8.0, rel=1e-5)
-    assert float(weighted.loss) > float(m["recon_nll"])  # the weights act on the optimised loss only
+    assert float(weighted.loss.detach()) > float(m["recon_nll"])  # the weights act on the optimised loss only
 
 
 def test_free_bits_and_warmup_shape_the_kl_term() -> None:
