@@ -12,6 +12,7 @@ from vaerl.models.objects import (
     ForegroundProjections,
     ObjectEncoder,
     ObjectProjections,
+    cell_assignment,
     weighted_moments,
 )
 
@@ -355,6 +356,38 @@ def test_cells_hold_the_whole_foreground_at_any_frame_size(hw: tuple[int, int], 
     dot[0, 0, row, col] = 0.5
     found = ForegroundProjections(1, hw, cells=cells)(dot).cells[0]
     assert float(found[cells - 1, col * cells // hw[1]]) == 0.5 and float(found.sum()) == 0.5
+
+
+@pytest.mark.parametrize(("size", "cells"), [(84, 14), (85, 10), (7, 3), (5, 5), (9, 1)])
+def test_tent_cells_keep_a_lone_pixels_place_to_a_fraction_of_a_cell(size: int, cells: int) -> None:
+    """Tent cells share each pixel between the two nearest cell centres: every pixel is shared out whole,
+    and the cells' centre of mass is the pixel's own place wherever it lies between the outer centres,
+    where box cells know only which cell it is in."""
+    tent, box = cell_assignment(size, cells, "tent"), cell_assignment(size, cells, "box")
+    torch.testing.assert_close(tent.sum(0), torch.ones(size))
+    assert int((tent > 0).sum(0).max()) <= 2
+    place = (torch.arange(size) + 0.5) * cells / size - 0.5  # each pixel in units of cell centres
+    inside = (place >= 0) & (place <= cells - 1)
+    centre_of_mass = (torch.arange(cells, dtype=torch.float32)[:, None] * tent).sum(0)
+    torch.testing.assert_close(centre_of_mass[inside], place[inside])
+    torch.testing.assert_close(centre_of_mass[~inside], place[~inside].clamp(0, cells - 1))
+    # neighbours in one box cell (between the outer centres): box cannot tell them apart, tent can
+    alike = [i for i in range(size - 1) if inside[i] and inside[i + 1] and torch.equal(box[:, i], box[:, i + 1])]
+    assert len(alike) >= (size - 2 * cells if cells > 1 else 0)
+    assert all(not torch.equal(tent[:, i], tent[:, i + 1]) for i in alike)
+    with pytest.raises(ValueError, match=r"cell kernel must be one of \('box', 'tent'\), got 'gauss'"):
+        cell_assignment(size, cells, "gauss")
+
+
+def test_tent_cells_hold_the_whole_foreground_and_draw_it_back_whole() -> None:
+    encoder = ForegroundProjections(in_channels=1, input_hw=(20, 16), cells=4, sums=False, cell_kernel="tent")
+    frames = torch.rand(3, 1, 20, 16)
+    objects = encoder(frames)
+    torch.testing.assert_close(objects.cells.sum((-2, -1)), frames.sum((-3, -2, -1)))
+    picture = encoder.maps(objects)  # half resolution, holding the mass / 4 as the pooled frames do
+    torch.testing.assert_close(picture.sum((-3, -2, -1)) * 4, frames.sum((-3, -2, -1)))
+    with pytest.raises(ValueError, match="foreground_cell_kernel must be one of"):
+        build_model("vae", input_shape=(1, 84, 84), foreground_cells=7, foreground_cell_kernel="triangle")
 
 
 def test_cell_picture_is_the_pooled_foreground_when_cells_are_the_pooling_blocks() -> None:

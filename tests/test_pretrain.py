@@ -75,13 +75,15 @@ def test_model_with_parts_draws_them(tmp_path: Path) -> None:
     assert vaerl.load_encoder(run, "cpu").latent_dim() == 4 + 32 + 32 + 2 * 5
 
 
-def test_model_with_cells_pretrains_and_reloads_with_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kernel", "named"), [("box", ""), ("tent", " tent")])
+def test_model_with_cells_pretrains_and_reloads_with_them(tmp_path: Path, kernel: str, named: str) -> None:
     cfg = tiny_config(tmp_path)
-    cfg.model = {**cfg.model, "foreground_cells": 4}
+    cfg.model = {**cfg.model, "foreground_cells": 4, "foreground_cell_kernel": kernel}
     pretrain(cfg)
     encoder = vaerl.load_encoder(tmp_path / "run", "cpu")
     assert encoder.latent_dim() == 4 + 32 + 32 + 4 * 4
-    assert encoder.model.describe_latent() == "4-d + 1x(32+32) foreground projections + 4x4 foreground cells"
+    assert encoder.model.describe_latent() == f"4-d + 1x(32+32) foreground projections + 4x4{named} foreground cells"
+    assert encoder.model.object_encoder.cell_kernel == kernel
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:

@@ -149,11 +149,34 @@ class ObjectEncoder(nn.Module):
         return self.channels
 
 
-def cell_assignment(size: int, cells: int) -> torch.Tensor:
-    """``(cells, size)`` one-hot: pixel ``i`` of a side of ``size`` pixels lies in cell ``i * cells // size``
-    (cells differ in size by at most one pixel when ``cells`` does not divide ``size``)."""
-    owner = torch.arange(size) * cells // size
-    return (owner[None, :] == torch.arange(cells)[:, None]).float()
+CELL_KERNELS = ("box", "tent")
+
+
+def cell_assignment(size: int, cells: int, kernel: str = "box") -> torch.Tensor:
+    """``(cells, size)``: how much of pixel ``i`` of a side of ``size`` pixels goes to each cell; every
+    column sums to one, so the cells hold the whole foreground.
+
+    ``box``: one-hot, pixel ``i`` lies in cell ``i * cells // size`` (cells differ in size by at most one
+    pixel when ``cells`` does not divide ``size``); a place is known to a cell's width.
+    ``tent``: linear interpolation between the two nearest cell centres (pixels beyond the outer centres go
+    to the outer cell), so where an object lies between two centres survives as how it splits between
+    them, to a fraction of a pixel, in as many numbers.
+    """
+    if kernel not in CELL_KERNELS:
+        raise ValueError(f"cell kernel must be one of {CELL_KERNELS}, got {kernel!r}")
+    if kernel == "box":
+        owner = torch.arange(size) * cells // size
+        return (owner[None, :] == torch.arange(cells)[:, None]).float()
+    # each pixel centre in units of cell centres: cell g's centre is at g
+    place = ((torch.arange(size, dtype=torch.float64) + 0.5) * cells / size - 0.5).clamp(0, cells - 1)
+    lower = place.floor().long()
+    upper = (lower + 1).clamp(max=cells - 1)
+    share = place - lower
+    weights = torch.zeros(cells, size, dtype=torch.float64)
+    pixels = torch.arange(size)
+    weights.index_put_((lower, pixels), 1.0 - share, accumulate=True)
+    weights.index_put_((upper, pixels), share, accumulate=True)
+    return weights.float()
 
 
 def weighted_moments(weights: torch.Tensor, coords: torch.Tensor, mass: torch.Tensor,
@@ -179,9 +202,11 @@ class ForegroundProjections(nn.Module):
 
     Sums along the axes lose which column goes with which row: Breakout's ball and the holes in the wall
     above it add up in the same columns. With ``cells = G > 0`` the foreground is also summed over a
-    ``G x G`` grid of cells (each pixel in exactly one cell, so the cells too hold the whole foreground):
-    coarse places, but in two dimensions, so a policy sees the ball apart from the wall without having to
-    learn to untangle the sums. ``G * G`` more numbers per frame.
+    ``G x G`` grid of cells (each pixel shared out among the cells, so the cells too hold the whole
+    foreground): places in two dimensions, so a policy sees the ball apart from the wall without having to
+    learn to untangle the sums. ``G * G`` more numbers per frame. ``cell_kernel="box"`` puts each pixel in
+    one cell (places to a cell's width); ``"tent"`` splits it between the nearest cell centres
+    (:func:`cell_assignment`), so the cells alone keep an object's place to a fraction of a pixel.
 
     Objects that share a row or a column add up there: Pong's two paddles fill the same rows, and the sums
     cannot say which paddle is the agent's. With ``num_parts > 0`` a learned partition tells them apart.
@@ -200,7 +225,7 @@ class ForegroundProjections(nn.Module):
     name = "foreground"
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], num_parts: int = 0, hidden: int = 8,
-                 temperature: float = 0.1, cells: int = 0, sums: bool = True) -> None:
+                 temperature: float = 0.1, cells: int = 0, sums: bool = True, cell_kernel: str = "box") -> None:
         super().__init__()
         self.frame_hw = (int(input_hw[0]), int(input_hw[1]))
         self.sums = bool(sums)
@@ -214,10 +239,11 @@ class ForegroundProjections(nn.Module):
         if not (self.sums or self.cells or self.num_parts):
             raise ValueError("a foreground path without sums needs cells or parts: set sums=True, cells > 0 "
                              "or num_parts > 0")
+        self.cell_kernel = cell_kernel
         if self.cells:
-            # which cell each row and each column falls in: one-hot (cells, H) and (cells, W)
-            self.register_buffer("cell_rows", cell_assignment(self.frame_hw[0], self.cells), persistent=False)
-            self.register_buffer("cell_cols", cell_assignment(self.frame_hw[1], self.cells), persistent=False)
+            # how each row and each column shares out among the cells: (cells, H) and (cells, W)
+            for name, size in (("cell_rows", self.frame_hw[0]), ("cell_cols", self.frame_hw[1])):
+                self.register_buffer(name, cell_assignment(size, self.cells, cell_kernel), persistent=False)
         # a sharp softmax: at the usual learning rate (1e-3) a location's scores move by ~1e-3 a step, so
         # unscaled a clean partition would take tens of thousands of steps; divided by 0.1, a few thousand
         self.temperature = temperature
@@ -313,8 +339,9 @@ class ForegroundProjections(nn.Module):
         return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
 
     def draw_cells(self, cells: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, H // 2, W // 2)``: each cell's mass spread evenly over its pixels, average-pooled to the
-        renderer's half resolution (so it holds the mass / 4, as the pooled foreground does)."""
+        """``(N, 1, H // 2, W // 2)``: each cell's mass spread back over its pixels in the shares it took from
+        them (evenly for box cells), average-pooled to the renderer's half resolution (so it holds the
+        mass / 4, as the pooled foreground does)."""
         area = self.cell_rows.sum(1)[:, None] * self.cell_cols.sum(1)[None, :]
         density = self.cell_rows.T @ (cells / area) @ self.cell_cols
         return F.avg_pool2d(density[:, None], 2)

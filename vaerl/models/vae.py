@@ -25,6 +25,7 @@ from vaerl.models.blocks import (
     conv_output_sizes,
 )
 from vaerl.models.objects import (
+    CELL_KERNELS,
     PART_STATS,
     ForegroundProjections,
     ObjectEncoder,
@@ -69,6 +70,10 @@ class VAEConfig:
     numbers): which column goes with which row; needs ``foreground_projections``."""
     foreground_sums: bool = True
     """The foreground's row and column sums (``H + W`` numbers); ``false`` keeps only its cells (and parts)."""
+    foreground_cell_kernel: str = "box"
+    """How a pixel goes to the cells: ``box`` (into its one cell) or ``tent`` (split between the nearest
+    cell centres, so the cells keep places to a fraction of a pixel); see
+    :func:`vaerl.models.objects.cell_assignment`."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -92,6 +97,8 @@ class VAEConfig:
         if self.foreground_cells and not self.foreground_projections:
             raise ValueError("foreground_cells sum the foreground of the foreground projections over a grid; set "
                              "foreground_projections=true or foreground_cells=0")
+        if self.foreground_cell_kernel not in CELL_KERNELS:
+            raise ValueError(f"foreground_cell_kernel must be one of {CELL_KERNELS}, got {self.foreground_cell_kernel!r}")
         if self.foreground_projections and not (self.foreground_sums or self.foreground_cells or self.foreground_parts):
             raise ValueError("foreground_sums=false leaves the foreground path empty; set foreground_cells > 0 "
                              "(or foreground_parts > 0), foreground_sums=true, or foreground_projections=false")
@@ -157,7 +164,8 @@ class VAE(FrameModel):
             self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
         elif config.foreground_projections:
             self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts,
-                                                        cells=config.foreground_cells, sums=config.foreground_sums)
+                                                        cells=config.foreground_cells, sums=config.foreground_sums,
+                                                        cell_kernel=config.foreground_cell_kernel)
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
 
@@ -250,7 +258,8 @@ class VAE(FrameModel):
         if encoder.num_parts:
             pieces.append(f"{encoder.num_parts}x{PART_STATS} part statistics")
         if encoder.cells:
-            pieces.append(f"{encoder.cells}x{encoder.cells} {encoder.name} cells")
+            kernel = "" if encoder.cell_kernel == "box" else f" {encoder.cell_kernel}"  # type: ignore[union-attr]
+            pieces.append(f"{encoder.cells}x{encoder.cells}{kernel} {encoder.name} cells")
         return " + ".join(pieces)
 
     def projections(self) -> ProjectionLayout | None:
