@@ -167,16 +167,10 @@ def cell_assignment(size: int, cells: int, kernel: str = "box") -> torch.Tensor:
     if kernel == "box":
         owner = torch.arange(size) * cells // size
         return (owner[None, :] == torch.arange(cells)[:, None]).float()
-    # each pixel centre in units of cell centres: cell g's centre is at g
+    # each pixel centre in units of cell centres (cell g's centre is at g), kept between the outer centres
     place = ((torch.arange(size, dtype=torch.float64) + 0.5) * cells / size - 0.5).clamp(0, cells - 1)
-    lower = place.floor().long()
-    upper = (lower + 1).clamp(max=cells - 1)
-    share = place - lower
-    weights = torch.zeros(cells, size, dtype=torch.float64)
-    pixels = torch.arange(size)
-    weights.index_put_((lower, pixels), 1.0 - share, accumulate=True)
-    weights.index_put_((upper, pixels), share, accumulate=True)
-    return weights.float()
+    distance = (place[None, :] - torch.arange(cells, dtype=torch.float64)[:, None]).abs()
+    return (1.0 - distance).clamp(min=0.0).float()
 
 
 def weighted_moments(weights: torch.Tensor, coords: torch.Tensor, mass: torch.Tensor,
