@@ -27,6 +27,7 @@ from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
 from agents.rl.features import (
+    CellConvFeatures,
     ProjectionConvFeatures,
     ProjectionKeypoints,
     StandardizedLatents,
@@ -705,6 +706,118 @@ def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections
     cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(cells_only)})
     with pytest.raises(ConfigError, match=r"vae latents are 4-d \+ 4x4 foreground cells.*model.foreground_sums=true"):
         run_observations(cfg, torch.device("cpu"))
+
+
+# --------------------------------------------------------------------- cells read by 2-D convolutions
+def test_cell_layout_says_where_the_cells_lie_and_none_without_them() -> None:
+    model = build_model("vae", input_shape=(1, 40, 48), foreground_cells=4, **TINY_VAE)
+    cells = model.cells()
+    assert cells is not None and (cells.start, cells.cells, cells.size) == (4 + 48 + 40, 4, 4 + 48 + 40 + 16)
+    assert cells.stop == cells.size == model.latent_dim("mean")
+    x = torch.zeros(1, 1, 40, 48)
+    x[0, 0, 25, 7] = 1.0  # one lit pixel: row 25 of 40 and column 7 of 48 lie in cell (2, 0) of 4 x 4
+    with torch.no_grad():
+        grid = model.encode_latent(x)[0, cells.start: cells.stop].view(4, 4)
+    np.testing.assert_array_equal(np.argwhere(grid.numpy()), [[2, 0]])
+    assert build_model("vae", input_shape=(1, 40, 48), **TINY_VAE).cells() is None
+    assert build_model("vqvae", input_shape=(1, 40, 48), **TINY_VQVAE).cells() is None
+
+
+def cell_batch(rng: np.random.Generator, n: int, place: tuple[int, int]) -> np.ndarray:
+    """``n`` observations of 2 stacked latents (3 unordered numbers, then 6 x 6 cells): a ball of mass 3 at
+    ``place`` in every grid, a faint uniform haze elsewhere."""
+    latents = np.zeros((n, 2, 3 + 36), np.float32)
+    latents[..., :3] = rng.normal([5.0, 0.0, -2.0], [2.0, 0.5, 0.01], (n, 2, 3))
+    grids = rng.uniform(0.0, 0.2, (n, 2, 6, 6)).astype(np.float32)
+    grids[:, :, place[0], place[1]] = 3.0
+    latents[..., 3:] = grids.reshape(n, 2, 36)
+    return latents.reshape(n, -1)
+
+
+def test_cell_conv_scales_every_cell_alike_and_standardises_the_rest() -> None:
+    layout = {"start": 3, "cells": 6, "size": 39}
+    extractor = CellConvFeatures(spaces.Box(-np.inf, np.inf, (78,), np.float32), layout, stack=2, features_dim=24)
+    rng = np.random.default_rng(0)
+    observations = cell_batch(rng, 400, place=(1, 2))
+    extractor.fit(observations)
+    grids = observations.reshape(400, 2, 39)[..., 3:]
+    # one scale for every cell: the ball's cell and the empty ones are divided by the same number
+    assert extractor.cell_scale.item() == pytest.approx(grids.std(ddof=1), rel=1e-4)
+    np.testing.assert_allclose(extractor.mean.numpy(), observations.reshape(400, 2, 39)[..., :3].reshape(400, 6).mean(0),
+                               atol=1e-4)
+    assert extractor.scale[2].item() == pytest.approx(0.1)  # a number that hardly varies is divided by the floor
+    features = extractor(torch.as_tensor(observations))
+    assert features.shape == (400, 24) and (features >= 0).all()
+    # the first convolution finds the ball alike wherever it is: moved by one cell, its response moves by one
+    first = extractor.cnn[0]
+    scale = extractor.cell_scale
+    grid = np.zeros((1, 2, 39), np.float32)
+    here, there = grid.copy(), grid.copy()
+    here[..., 3 + 2 * 6 + 2] = 3.0   # cell (2, 2)
+    there[..., 3 + 3 * 6 + 3] = 3.0  # cell (3, 3)
+    respond = [first(torch.as_tensor(g)[..., 3:].view(1, 2, 6, 6) / scale) for g in (here, there)]
+    torch.testing.assert_close(respond[0][..., 1:4, 1:4], respond[1][..., 2:5, 2:5])
+    features.sum().backward()
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"expects 2 latents of 39 numbers"):
+        CellConvFeatures(spaces.Box(-np.inf, np.inf, (70,), np.float32), layout, stack=2)
+    with pytest.raises(ValueError, match=r"\(N >= 2, 78\)"):
+        extractor.fit(np.zeros((1, 78)))
+
+
+def test_cell_conv_reads_a_grid_with_nothing_beside_it() -> None:
+    extractor = CellConvFeatures(spaces.Box(-np.inf, np.inf, (2 * 25,), np.float32),
+                                 {"start": 0, "cells": 5, "size": 25}, stack=2, features_dim=8)
+    observations = np.random.default_rng(1).uniform(0, 1, (50, 50)).astype(np.float32)
+    extractor.fit(observations)
+    assert extractor.mean.numel() == 0
+    assert extractor(torch.as_tensor(observations)).shape == (50, 8)
+
+
+def cells_encoder(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "cells.safetensors"
+    spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
+    model = build_model("vae", input_shape=spec.input_shape, **{"foreground_cells": 5, **changes, **TINY_VAE})
+    return save_checkpoint(path, model, spec, FAKE)
+
+
+def test_cell_conv_run_fits_on_random_play_and_reloads_with_linear_heads(runs: Path, tmp_path: Path) -> None:
+    path = cells_encoder(tmp_path, foreground_sums=False)
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "encoder.cell_conv": True,
+                          "encoder.path": str(path)})
+    train_agent(cfg)
+    agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
+    policy = agent.model.policy
+    extractor = policy.features_extractor
+    assert isinstance(extractor, CellConvFeatures)
+    assert (extractor.layout.start, extractor.layout.cells) == (4, 5)
+    assert policy.action_net.in_features == policy.value_net.in_features == 512  # linear heads on shared features
+    observations = run_observations(cfg, torch.device("cpu"))
+    env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
+    env.action_space.seed(0)
+    play_obs = random_play(env, STANDARDIZE_STEPS)
+    env.close()
+    grids = play_obs.reshape(len(play_obs), 4, 29)[..., 4:]
+    assert extractor.cell_scale.item() == pytest.approx(max(grids.std(ddof=1), 0.1), rel=1e-3)
+
+
+def test_cell_conv_needs_frozen_standardised_mean_latents_with_cells(runs: Path, tmp_path: Path) -> None:
+    for changes, message in (({"encoder.finetune": True}, "encoder.finetune=false"),
+                             ({"encoder.standardize": False}, "encoder.standardize=true"),
+                             ({"encoder.mode": "sample"}, "encoder.mode=mean"),
+                             ({"encoder.stack_mode": "delta"}, "encoder.stack_mode=concat"),
+                             ({"encoder.projection_conv": True}, "choose one"),
+                             ({"encoder.shared_layers": [32]}, "encoder.cell_conv=false")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(runs, **{"encoder.cell_conv": True, **changes})
+    cfg = config(runs, **{"encoder.cell_conv": True})  # the default tiny encoder has sums, no cells
+    with pytest.raises(ConfigError, match=r"encoder.cell_conv reads a grid of foreground cells, but vae latents are "
+                                          r"4-d \+ 1x\(40\+40\) foreground projections.*model.foreground_cells=14"):
+        run_observations(cfg, torch.device("cpu"))
+    with_sums = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path))})
+    kwargs = run_observations(with_sums, torch.device("cpu")).policy_kwargs()
+    assert kwargs["features_extractor_class"] is CellConvFeatures
+    assert kwargs["features_extractor_kwargs"]["layout"] == {"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25}
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

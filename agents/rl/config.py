@@ -89,6 +89,11 @@ class EncoderOptions:
     """Read the latents' frame projections (the default VAE's foreground sums) with 1-D convolutions shared
     along each axis, as the pixel baseline's NatureCNN reads frames, and standardise the other numbers
     (:class:`agents.rl.features.ProjectionConvFeatures`). Frozen encoders with projections only."""
+    cell_conv: bool = False
+    """Read the latents' grid of foreground cells (``model.foreground_cells``) with 2-D convolutions, as the
+    pixel baseline's NatureCNN reads frames, and standardise the other numbers; one shared 512-unit layer
+    and linear heads, as on pixels (:class:`agents.rl.features.CellConvFeatures`). Frozen encoders with
+    cells only."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -117,16 +122,22 @@ class EncoderOptions:
                                  ("projection_keypoints", self.projection_keypoints, "0"),
                                  ("projection_shift", self.projection_shift, "0"),
                                  ("shared_layers", self.shared_layers, "[]")):
-            if value and (self.finetune or not self.standardize or self.projection_conv):
+            if value and (self.finetune or not self.standardize or self.projection_conv or self.cell_conv):
                 raise ConfigError(f"encoder.{name} works on frozen latents in their standardisation: set "
-                                  "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
-                                  f"or encoder.{name}={off}")
-        if self.projection_conv and (self.finetune or not self.standardize):
-            raise ConfigError("encoder.projection_conv=true reads frozen latents and standardises them itself: "
-                              "set encoder.finetune=false and encoder.standardize=true, or projection_conv=false")
-        if self.projection_conv and (self.mode != "mean" or self.stack_mode != "concat"):
-            raise ConfigError("encoder.projection_conv=true reads stacked mean latents: set encoder.mode=mean and "
-                              "encoder.stack_mode=concat, or projection_conv=false")
+                                  "encoder.finetune=false, encoder.standardize=true, encoder.projection_conv=false "
+                                  f"and encoder.cell_conv=false, or encoder.{name}={off}")
+        if self.projection_conv and self.cell_conv:
+            raise ConfigError("encoder.projection_conv=true and encoder.cell_conv=true are two readings of the "
+                              "latents; choose one")
+        for name in ("projection_conv", "cell_conv"):
+            if not getattr(self, name):
+                continue
+            if self.finetune or not self.standardize:
+                raise ConfigError(f"encoder.{name}=true reads frozen latents and standardises them itself: "
+                                  f"set encoder.finetune=false and encoder.standardize=true, or {name}=false")
+            if self.mode != "mean" or self.stack_mode != "concat":
+                raise ConfigError(f"encoder.{name}=true reads stacked mean latents: set encoder.mode=mean and "
+                                  f"encoder.stack_mode=concat, or {name}=false")
         if self.finetune and self.mode != "mean":
             raise ConfigError("encoder.finetune=true trains on the deterministic features: use encoder.mode=mean")
 

@@ -9,7 +9,8 @@ with the policy (``encoder.finetune=true``). With ``trainable=False`` it is the 
 :class:`StandardizedLatents` standardises latents the env already encoded (``encoder.standardize=true``),
 with :class:`ProjectionKeypoints` beside them where asked (``encoder.projection_keypoints``);
 :class:`ProjectionConvFeatures` also reads their frame projections with 1-D convolutions
-(``encoder.projection_conv=true``).
+(``encoder.projection_conv=true``), and :class:`CellConvFeatures` reads their grid of foreground cells with
+2-D convolutions (``encoder.cell_conv=true``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 from vaerl.checkpoint import load_model
 from vaerl.errors import CheckpointError
 from vaerl.models import build_model
-from vaerl.models.base import ProjectionLayout
+from vaerl.models.base import CellLayout, ProjectionLayout
 
 
 def window_frames(frames_per_input: int, stack: int, stack_mode: str) -> int:
@@ -426,22 +427,15 @@ class ProjectionConvFeatures(BaseFeaturesExtractor):
     def _split(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> unordered numbers ``(N, U)``, column and row projections ``(N, stack, channels, W|H)``."""
         layout = self.layout
-        x = observations.reshape(len(observations), self.stack, layout.size)
-        unordered = torch.cat([x[..., : layout.start], x[..., layout.stop:]], dim=-1).flatten(1)
-        projections = x[..., layout.start: layout.stop].reshape(
-            len(x), self.stack, layout.channels, layout.width + layout.height)
+        unordered, projections = _split_stacked(observations, self.stack, layout.size, layout.start, layout.stop)
+        projections = projections.reshape(len(projections), self.stack, layout.channels, layout.width + layout.height)
         return unordered, projections[..., : layout.width], projections[..., layout.width:]
 
     @torch.no_grad()
     def fit(self, observations: np.ndarray | torch.Tensor) -> None:
         """Set the scales from ``(N, ...)`` observations (N >= 2)."""
-        x = torch.as_tensor(observations, dtype=torch.float32).flatten(1)
-        if x.shape[0] < 2 or x.shape[1] != self.stack * self.layout.size:
-            raise ValueError(f"ProjectionConvFeatures.fit needs (N >= 2, {self.stack * self.layout.size}) "
-                             f"observations, got {tuple(x.shape)}")
-        unordered, columns, rows = self._split(x)
-        self.mean.copy_(unordered.mean(0))
-        self.scale.copy_(unordered.std(0).clamp(min=self.floor))
+        unordered, columns, rows = self._split(_fit_input(self, observations, self.stack * self.layout.size))
+        _fit_standardisation(self, unordered)
         for axis, projection in enumerate((columns, rows)):
             spread = projection.transpose(0, 2).flatten(1).std(1)  # one per channel
             self.projection_scale[axis].copy_(spread.clamp(min=self.floor))
@@ -454,3 +448,95 @@ class ProjectionConvFeatures(BaseFeaturesExtractor):
             signal = (projection / self.projection_scale[axis][:, None]).clamp(-bound, bound)
             features.append(net(signal.flatten(1, 2)))
         return torch.cat(features, dim=1)
+
+
+class CellConvFeatures(BaseFeaturesExtractor):
+    """Stacked latents with a grid of cells -> NatureCNN-style features of the cells, beside the rest standardised.
+
+    A latent's foreground cells (``model.foreground_cells``) are a tiny picture of the frame's moving things:
+    14 x 14 numbers where the pixel baseline sees 84 x 84. An MLP reads them as unordered numbers and must
+    learn a ball in every cell apart; this extractor reads the ``stack`` latents' grids as a ``stack``-channel
+    image with 2-D convolutions, so one filter finds the ball, or the ball beside the paddle, wherever they
+    are, as NatureCNN does on pixels. The cells are divided by one scale, their spread over all cells and
+    frames of random play (zero stays zero: an empty cell, like the zero padding around the grid); the other
+    numbers (Gaussian means, frame projections, part statistics) are standardised one by one as in
+    :class:`StandardizedLatents`. Both are fitted before training (:meth:`fit`) and are buffers, carried by
+    ``agent.zip``. As on pixels, one ReLU layer of ``features_dim`` units joins them, and the policy and value
+    heads on top are linear.
+
+    Args:
+        observation_space: ``stack`` flat latents side by side.
+        layout: :class:`vaerl.models.base.CellLayout` of one latent, as a dict (saved with the agent).
+        stack: latents per observation.
+        features_dim: width of the joining layer (NatureCNN's 512).
+    """
+
+    widths = (32, 64)
+    strides = (1, 2)
+    kernel = 3
+    cell_clip = StandardizedLatents.projection_clip
+    """Bound on scaled cells: late-game walls with many bricks gone hold several times what random play shows."""
+
+    def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int, features_dim: int = 512,
+                 floor: float = 0.1, clip: float = 5.0) -> None:
+        self.layout = CellLayout(**layout)
+        self.stack = int(stack)
+        size = int(np.prod(observation_space.shape))
+        if size != self.stack * self.layout.size:
+            raise ValueError(f"CellConvFeatures expects {self.stack} latents of {self.layout.size} numbers, "
+                             f"got observations {observation_space.shape}")
+        super().__init__(observation_space, features_dim=features_dim)
+        layers: list[nn.Module] = []
+        inputs, side = self.stack, self.layout.cells
+        for width, stride in zip(self.widths, self.strides):
+            layers += [nn.Conv2d(inputs, width, self.kernel, stride, padding=self.kernel // 2), nn.ReLU()]
+            inputs, side = width, (side - 1) // stride + 1
+        self.cnn = nn.Sequential(*layers, nn.Flatten())
+        unordered = self.stack * (self.layout.size - self.layout.cells**2)
+        self.join = nn.Sequential(nn.Linear(inputs * side * side + unordered, features_dim), nn.ReLU())
+        self.floor, self.clip = float(floor), float(clip)
+        self.register_buffer("mean", torch.zeros(unordered))
+        self.register_buffer("scale", torch.ones(unordered))
+        self.register_buffer("cell_scale", torch.ones(()))
+
+    def _split(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> unordered numbers ``(N, U)`` and cells ``(N, stack, G, G)``."""
+        layout = self.layout
+        unordered, cells = _split_stacked(observations, self.stack, layout.size, layout.start, layout.stop)
+        return unordered, cells.reshape(len(cells), self.stack, layout.cells, layout.cells)
+
+    @torch.no_grad()
+    def fit(self, observations: np.ndarray | torch.Tensor) -> None:
+        """Set the scales from ``(N, ...)`` observations (N >= 2)."""
+        unordered, cells = self._split(_fit_input(self, observations, self.stack * self.layout.size))
+        _fit_standardisation(self, unordered)
+        self.cell_scale.copy_(cells.std().clamp(min=self.floor))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        unordered, cells = self._split(observations)
+        signal = (cells / self.cell_scale).clamp(-self.cell_clip, self.cell_clip)
+        rest = ((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)
+        return self.join(torch.cat([self.cnn(signal), rest], dim=1))
+
+
+def _split_stacked(observations: torch.Tensor, stack: int, size: int, start: int,
+                   stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, stack * size)`` latents -> the numbers outside ``[start, stop)`` of each latent ``(N, U)``, and
+    the block inside ``(N, stack, stop - start)``."""
+    x = observations.reshape(len(observations), stack, size)
+    return torch.cat([x[..., :start], x[..., stop:]], dim=-1).flatten(1), x[..., start:stop]
+
+
+def _fit_input(extractor: nn.Module, observations: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """``observations`` as a float ``(N >= 2, size)`` tensor, or a ValueError naming ``extractor``."""
+    x = torch.as_tensor(observations, dtype=torch.float32).flatten(1)
+    if x.shape[0] < 2 or x.shape[1] != size:
+        raise ValueError(f"{type(extractor).__name__}.fit needs (N >= 2, {size}) observations, got {tuple(x.shape)}")
+    return x
+
+
+def _fit_standardisation(extractor: nn.Module, unordered: torch.Tensor) -> None:
+    """Set ``extractor.mean`` and ``extractor.scale`` (floored at ``extractor.floor``) from ``(N, U)`` numbers."""
+    if unordered.shape[1]:
+        extractor.mean.copy_(unordered.mean(0))
+        extractor.scale.copy_(unordered.std(0).clamp(min=extractor.floor))

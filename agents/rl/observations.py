@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.rl.config import TrainAgentConfig
 from agents.rl.features import (
+    CellConvFeatures,
     EncoderFeatures,
     ProjectionConvFeatures,
     StandardizedLatents,
@@ -95,7 +96,8 @@ class LatentObservations(Observations):
     ``projection_blur``, with ``projection_keypoints`` beside them, moved by up to ``projection_shift`` places
     while the policy learns; followed by ``shared_layers`` that the policy
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
-    (:class:`~agents.rl.features.ProjectionConvFeatures`)."""
+    (:class:`~agents.rl.features.ProjectionConvFeatures`), their grid of cells by 2-D convolutions with
+    ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`)."""
 
     encoder: Encoder
     mode: str = "mean"
@@ -108,10 +110,15 @@ class LatentObservations(Observations):
     projection_shift: int = 0
     shared_layers: tuple[int, ...] = ()
     projection_conv: bool = False
+    cell_conv: bool = False
 
     threads: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
+        if self.cell_conv and self.encoder.model.cells() is None:
+            raise ConfigError(f"encoder.cell_conv reads a grid of foreground cells, but {self.encoder.kind} latents "
+                              f"are {self.encoder.model.describe_latent()}: set encoder.cell_conv=false, or pretrain "
+                              "with model.foreground_cells=14")
         if self.encoder.model.projections() is not None:
             return
         for name, value in [*self._projection_options().items(), ("projection_conv", self.projection_conv)]:
@@ -130,6 +137,11 @@ class LatentObservations(Observations):
         return LatentVecEnv(venv, self.encoder, mode=self.mode, stack=self.stack, stack_mode=self.stack_mode)
 
     def policy_kwargs(self) -> dict[str, Any]:
+        if self.cell_conv:
+            cells = self.encoder.model.cells()
+            assert cells is not None
+            return {"features_extractor_class": CellConvFeatures, "net_arch": [],  # linear heads, as on pixels
+                    "features_extractor_kwargs": {"layout": cells._asdict(), "stack": self.stack}}
         if self.projection_conv:
             layout = self.encoder.model.projections()
             assert layout is not None
@@ -153,7 +165,7 @@ class LatentObservations(Observations):
             return
         observations = random_play(model.get_env(), STANDARDIZE_STEPS)
         for extractor in model.policy.modules():
-            if isinstance(extractor, (StandardizedLatents, ProjectionConvFeatures)):
+            if isinstance(extractor, (StandardizedLatents, ProjectionConvFeatures, CellConvFeatures)):
                 extractor.fit(observations)
 
     def frame(self, env: VecEnv, obs: np.ndarray, index: int = 0) -> Frame:
@@ -257,7 +269,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
                               projection_blur=options.projection_blur,
                               projection_keypoints=options.projection_keypoints,
                               projection_shift=options.projection_shift,
-                              shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv)
+                              shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv,
+                              cell_conv=options.cell_conv)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:

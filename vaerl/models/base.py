@@ -71,6 +71,23 @@ class ProjectionLayout(NamedTuple):
         return self.start + self.channels * (self.width + self.height)
 
 
+class CellLayout(NamedTuple):
+    """Where a flat ``mean`` latent keeps a ``cells x cells`` grid of the frame (see :meth:`FrameModel.cells`).
+
+    Numbers ``start`` to ``start + cells * cells`` are the grid, row by row: a tiny picture of the frame, in
+    which the same object looks the same at every place, so a policy can read it with 2-D convolutions.
+    """
+
+    start: int
+    cells: int
+    size: int
+    """All numbers of one latent."""
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.cells * self.cells
+
+
 class FrameModel(nn.Module):
     """Base class: a generative model of frames with a latent that agents and evaluation can use.
 
@@ -152,6 +169,10 @@ class FrameModel(nn.Module):
 
     def projections(self) -> ProjectionLayout | None:
         """Where the ``mean`` latent holds 1-D projections of the frame; ``None`` (the default) if nowhere."""
+        return None
+
+    def cells(self) -> CellLayout | None:
+        """Where the ``mean`` latent holds a grid of cells over the frame; ``None`` (the default) if nowhere."""
         return None
 
     @property

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaerl.models.base import FrameModel, LatentAxes, LossOutput, ProjectionLayout
+from vaerl.models.base import CellLayout, FrameModel, LatentAxes, LossOutput, ProjectionLayout
 from vaerl.models.blocks import (
     HALF_NATURE_LAYERS,
     ConvDecoderTrunk,
@@ -269,6 +269,14 @@ class VAE(FrameModel):
             return None
         height, width = encoder.grid
         return ProjectionLayout(self.config.latent_dim, encoder.channels, width, height, self.latent_dim("mean"))
+
+    def cells(self) -> CellLayout | None:
+        """The object path's grid of cells, the last numbers of the latent."""
+        encoder = self.object_encoder
+        if encoder is None or not encoder.cells:
+            return None
+        size = self.latent_dim("mean")
+        return CellLayout(size - encoder.cells**2, encoder.cells, size)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""
