@@ -444,7 +444,7 @@ def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(ru
     assert reloaded.projection_index.max().item() == -1  # scaled number by number, as asked
     for changes, message in (({"encoder.projection_blur": -1.0}, r"encoder.projection_blur is a Gaussian's sigma"),
                              ({"encoder.projection_blur": 1.0, "encoder.projection_conv": True},
-                              r"encoder.projection_conv=false, or encoder.projection_blur=0")):
+                              r"encoder.projection_conv=false and encoder.cell_conv=false, or encoder.projection_blur=0")):
         with pytest.raises(ConfigError, match=message):
             config(runs, **changes)
 
