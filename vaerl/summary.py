@@ -354,6 +354,7 @@ def plot_curves(groups: Sequence[Group], path: Path) -> bool:
                 line, = ax.plot(grid / scale, mean, label=label)
                 ax.fill_between(grid / scale, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         by_step.set_xlabel(STEP_LABEL[kind])
+        by_step.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))  # 500000 and 2000000 alike: 5e5, 2e6
         by_time.set_xlabel("wall-clock hours")
         for ax in (by_step, by_time):
             ax.set_ylabel(CURVE_LABEL[kind])
