@@ -392,10 +392,7 @@ class ProjectionConvFeatures(BaseFeaturesExtractor):
                  clip: float = 5.0) -> None:
         self.layout = ProjectionLayout(**layout)
         self.stack = int(stack)
-        size = int(np.prod(observation_space.shape))
-        if size != self.stack * self.layout.size:
-            raise ValueError(f"ProjectionConvFeatures expects {self.stack} latents of {self.layout.size} numbers, "
-                             f"got observations {observation_space.shape}")
+        _check_stacked(self, observation_space, self.stack, self.layout.size)
         unordered = self.stack * (self.layout.size - (self.layout.stop - self.layout.start))
         inputs = self.stack * self.layout.channels
         columns, rows = self._net(inputs), self._net(inputs)
@@ -481,10 +478,7 @@ class CellConvFeatures(BaseFeaturesExtractor):
                  floor: float = 0.1, clip: float = 5.0) -> None:
         self.layout = CellLayout(**layout)
         self.stack = int(stack)
-        size = int(np.prod(observation_space.shape))
-        if size != self.stack * self.layout.size:
-            raise ValueError(f"CellConvFeatures expects {self.stack} latents of {self.layout.size} numbers, "
-                             f"got observations {observation_space.shape}")
+        _check_stacked(self, observation_space, self.stack, self.layout.size)
         super().__init__(observation_space, features_dim=features_dim)
         layers: list[nn.Module] = []
         inputs, side = self.stack, self.layout.cells
@@ -517,6 +511,13 @@ class CellConvFeatures(BaseFeaturesExtractor):
         signal = (cells / self.cell_scale).clamp(-self.cell_clip, self.cell_clip)
         rest = ((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)
         return self.join(torch.cat([self.cnn(signal), rest], dim=1))
+
+
+def _check_stacked(extractor: nn.Module, observation_space: spaces.Box, stack: int, size: int) -> None:
+    """Raise unless ``observation_space`` holds ``stack`` flat latents of ``size`` numbers each."""
+    if int(np.prod(observation_space.shape)) != stack * size:
+        raise ValueError(f"{type(extractor).__name__} expects {stack} latents of {size} numbers, "
+                         f"got observations {observation_space.shape}")
 
 
 def _split_stacked(observations: torch.Tensor, stack: int, size: int, start: int,
