@@ -20,6 +20,7 @@ from conftest import REPO, TINY_VAE, TINY_VQVAE
 from gymnasium import spaces
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from stable_baselines3 import PPO
 
 import vaerl
 from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train_agent
@@ -220,6 +221,58 @@ def test_finished_run_is_not_overwritten(trained: Path) -> None:
     with pytest.raises(ConfigError, match="overwrite=true"):
         train_agent(cfg)
     assert (trained / "eval.json").read_bytes() == before
+
+
+def test_finished_run_trains_further_when_asked_for_more_steps(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(runs, **{"eval.every": 32, "video.steps": 0, "total_steps": 64})
+    first = train_agent(cfg)
+    assert first["total_steps"] == 64
+    with pytest.raises(ConfigError, match=r"\(eval.json, 64 steps\); pass total_steps above 64"):
+        train_agent(replace(cfg, resume=False, total_steps=128))
+    step = PeriodicEval._on_step
+
+    def interrupt(self):  # Ctrl-C part-way through the extension: a checkpoint is saved where it stopped
+        if self.num_timesteps >= 160:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(PeriodicEval, "_on_step", interrupt)
+    longer = replace(cfg, total_steps=256)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(longer)
+    state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
+    assert state["num_timesteps"] == 160 and state["train_seconds"] >= first["train_seconds"]
+    assert json.loads((cfg.output_dir / "eval.json").read_text())["total_steps"] == 64  # still the finished run's
+    monkeypatch.setattr(PeriodicEval, "_on_step", step)
+    result = train_agent(longer)  # the same command again: on from the extension's checkpoint, not from 64
+    assert result["resumed_from"] == 160 and result["total_steps"] >= 256  # PPO finishes its last rollout
+    assert json.loads((cfg.output_dir / "eval.json").read_text())["total_steps"] == result["total_steps"]
+    steps = [h["step"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
+    assert steps[:4] == [32, 64, 96, 128] and steps == sorted(set(steps)) and steps[-1] >= 256
+    clock = [h["train_seconds"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
+    assert clock == sorted(clock) and result["train_seconds"] >= clock[-1] > first["train_seconds"]
+    assert load_agent(cfg.output_dir, device="cpu").model.num_timesteps == result["total_steps"]
+
+
+def test_extension_starts_from_the_finished_agent(runs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "checkpoint_every": 1000})
+    train_agent(cfg)
+    finished = load_agent(cfg.output_dir, device="cpu").model.policy.state_dict()
+    loaded = []
+    original = PPO.load
+
+    def spy(path, *args, **kwargs):
+        model = original(path, *args, **kwargs)
+        loaded.append((Path(path).name, {k: v.clone() for k, v in model.policy.state_dict().items()}))
+        return model
+
+    with caplog.at_level(logging.WARNING, logger="agents"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PPO, "load", spy)
+        result = train_agent(replace(cfg, total_steps=128))
+    assert [name for name, _ in loaded[:1]] == ["agent.zip"]
+    assert all(torch.equal(loaded[0][1][key], value) for key, value in finished.items())
+    assert result["resumed_from"] == 64 and result["total_steps"] == 128
+    assert any("restart from 50% of the way" in r.getMessage() for r in caplog.records)
 
 
 def test_pixel_baseline_uses_natureccn_on_four_stacked_frames(tmp_path: Path) -> None:

@@ -188,7 +188,8 @@ class TrainAgentConfig:
     checkpoint_every: int = 25_000
     """Agent steps between resumable checkpoints (``checkpoints/last.zip``)."""
     resume: bool = True
-    """Continue from ``checkpoints/last.zip`` when the run dir has one."""
+    """Continue from ``checkpoints/last.zip`` when the run dir has one, and train a finished run further from its
+    ``agent.zip`` when ``total_steps`` is above what it reached (``agents.rl.train.RunStart``)."""
     overwrite: bool = False
     """Allow replacing a finished run in ``run_dir``."""
     progress_bar: bool = True

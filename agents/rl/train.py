@@ -8,6 +8,9 @@ Run directory (``cfg.output_dir``)::
     checkpoints/last.zip   the latest periodic checkpoint (+ replay buffer for off-policy algorithms)
     evaluations.json       periodic evaluations on held-out seeds
     eval.json              the final evaluation: mean and std of the whole-game, unclipped return
+
+A run stopped part-way resumes from its checkpoint when the same command runs again. A finished run trains
+further when the command asks for more ``total_steps`` than it reached (see :class:`RunStart`).
     play.mp4               the agent playing, frame beside reconstruction (play.gif without an MP4 writer)
     tb/                    TensorBoard logs
 """
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import shutil
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from agents.rl.builders import algorithm_class, build_agent, check_action_space
 from agents.rl.callbacks import (
     CHECKPOINT,
+    CHECKPOINT_STATE,
     REPLAY_BUFFER,
     PeriodicEval,
     ProgressLog,
@@ -50,13 +56,28 @@ from vaerl.runtime import configure_threads, resolve_device, seed_everything
 
 log = logging.getLogger("agents")
 FINISHED = "eval.json"
+FINAL_MODEL = "agent.zip"
 PLAY_VIDEO = "play.mp4"
+
+
+class RunStart(Enum):
+    """How ``train_agent`` starts in its run directory."""
+
+    FRESH = "fresh"
+    """An empty directory, or ``overwrite=true``: outputs of an earlier run there are removed."""
+    RESUME = "resume"
+    """An unfinished run: continue from ``checkpoints/last.zip``, as if it had never stopped."""
+    EXTEND = "extend"
+    """A finished run asked for more ``total_steps`` than it reached: continue from its ``agent.zip``. Schedules
+    that decay with progress (RL Zoo's ``lin_2.5e-4``) follow the new total from where the run stands, so they
+    jump back up: an extended run is not the run that had planned the longer budget from its start."""
 
 
 def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     """Train, evaluate and film an agent as ``cfg`` says; returns the final evaluation and speed."""
     run_dir = cfg.output_dir
-    resume = _check_run_dir(run_dir, cfg)
+    start = run_start(run_dir, cfg)
+    resume = start is not RunStart.FRESH
     if resume and cfg.latent and (run_dir / CHECKPOINT_FILE).exists():
         # a resumed run keeps the encoder it started with
         own = str(run_dir / CHECKPOINT_FILE)
@@ -78,12 +99,12 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         policy = observations.policy(settings, env.observation_space)
 
         _write_inputs(run_dir, cfg, observations, fresh=not resume)
-        model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, resume)
+        model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, start)
         start_steps = model.num_timesteps
-        clock = TrainingClock(checkpoint_seconds(run_dir) if resume else 0.0)
+        clock = TrainingClock(_seconds_before(run_dir, start))
         _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
         seconds = clock.session_seconds()
-        save_model(model, run_dir / "agent.zip")
+        save_model(model, run_dir / FINAL_MODEL)
 
         final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.deterministic)
         result = {
@@ -110,21 +131,42 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     return result
 
 
-def _check_run_dir(run_dir: Path, cfg: TrainAgentConfig) -> bool:
-    """Whether to resume; refuses to replace a finished run unless ``overwrite=true``."""
-    if (run_dir / FINISHED).exists() and not cfg.overwrite:
-        raise ConfigError(f"{run_dir} already holds a finished run ({FINISHED}); pass overwrite=true to replace it, "
-                          "or choose another run_dir or seed")
+def run_start(run_dir: Path, cfg: TrainAgentConfig) -> RunStart:
+    """How to start in ``run_dir``; refuses to replace a finished run unless ``overwrite=true``."""
+    if cfg.overwrite:
+        return RunStart.FRESH
+    if (run_dir / FINISHED).exists():
+        reached = int(json.loads((run_dir / FINISHED).read_text())["total_steps"])
+        further = (f"pass total_steps above {reached} (and resume=true) to train it further, "
+                   if (run_dir / FINAL_MODEL).exists() else "")
+        if cfg.total_steps <= reached or not cfg.resume or not further:
+            raise ConfigError(f"{run_dir} already holds a finished run ({FINISHED}, {reached} steps); {further}pass "
+                              "overwrite=true to replace it, or choose another run_dir or seed")
+        # an extension that was itself interrupted resumes from its checkpoint
+        return RunStart.RESUME if _checkpoint_steps(run_dir) > reached else RunStart.EXTEND
     has_checkpoint = (run_dir / CHECKPOINT).exists()
-    if has_checkpoint and not cfg.resume and not cfg.overwrite:
+    if has_checkpoint and not cfg.resume:
         raise ConfigError(f"{run_dir} holds an unfinished run; pass resume=true to continue it or overwrite=true "
                           "to start again")
-    return has_checkpoint and cfg.resume and not cfg.overwrite
+    return RunStart.RESUME if has_checkpoint else RunStart.FRESH
+
+
+def _checkpoint_steps(run_dir: Path) -> int:
+    """Agent steps of the run's checkpoint; 0 for none."""
+    state = run_dir / CHECKPOINT_STATE
+    return int(json.loads(state.read_text())["num_timesteps"]) if (run_dir / CHECKPOINT).exists() and state.exists() else 0
+
+
+def _seconds_before(run_dir: Path, start: RunStart) -> float:
+    """Training seconds the run had spent before this process: 0 for a fresh run."""
+    if start is RunStart.EXTEND:
+        return float(json.loads((run_dir / FINISHED).read_text()).get("train_seconds", 0.0))
+    return checkpoint_seconds(run_dir) if start is RunStart.RESUME else 0.0
 
 
 def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observations, fresh: bool) -> None:
     if fresh:  # outputs of an earlier run that overwrite=true replaces
-        for name in (FINISHED, "agent.zip", "evaluations.json", PLAY_VIDEO, "play.gif"):
+        for name in (FINISHED, FINAL_MODEL, "evaluations.json", PLAY_VIDEO, "play.gif"):
             (run_dir / name).unlink(missing_ok=True)
         for name in ("checkpoints", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
@@ -139,15 +181,21 @@ def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observatio
 
 def _load_or_build(
     cfg: TrainAgentConfig, run_dir: Path, env: Any, observations: Observations, settings: dict[str, Any],
-    policy: str, device: torch.device, resume: bool,
+    policy: str, device: torch.device, start: RunStart,
 ) -> BaseAlgorithm:
     tensorboard = str(run_dir / "tb")
-    if resume:
-        model = algorithm_class(cfg.agent.algo).load(run_dir / CHECKPOINT, env=env, device=device,
-                                                     tensorboard_log=tensorboard)
+    if start is not RunStart.FRESH:
+        source = run_dir / (FINAL_MODEL if start is RunStart.EXTEND else CHECKPOINT)
+        model = algorithm_class(cfg.agent.algo).load(source, env=env, device=device, tensorboard_log=tensorboard)
+        # an extended off-policy run takes the last checkpoint's buffer, a few thousand steps behind its model
         if isinstance(model, OffPolicyAlgorithm) and (run_dir / REPLAY_BUFFER).exists():
             model.load_replay_buffer(run_dir / REPLAY_BUFFER)
-        log.info("resuming %s from step %d", run_dir / CHECKPOINT, model.num_timesteps)
+        if start is RunStart.EXTEND:
+            log.warning("extending the finished run %s from step %d to %d: schedules that decay with progress "
+                        "restart from %.0f%% of the way", run_dir, model.num_timesteps, cfg.total_steps,
+                        100 * model.num_timesteps / cfg.total_steps)
+        else:
+            log.info("resuming %s from step %d", source, model.num_timesteps)
         return model
     model = build_agent(cfg.agent.algo, settings, env, policy=policy, seed=cfg.seed, device=device,
                         tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs())
