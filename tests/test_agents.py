@@ -818,6 +818,27 @@ def test_cell_conv_scales_every_cell_alike_and_standardises_the_rest() -> None:
         extractor.fit(np.zeros((1, 78)))
 
 
+def test_cell_conv_clips_distance_cells_but_not_signed_ones() -> None:
+    """Signed cells are bounded by construction; a clip would hide a ball in front of a hole that alone fills
+    it. Distance cells keep the bound."""
+    space = spaces.Box(-np.inf, np.inf, (2 * 25,), np.float32)
+    hole = np.zeros((1, 2, 25), np.float32)
+    hole[..., 12] = -50.0  # a cell of knocked-out bricks: 50 scales below the background
+    ball = hole.copy()
+    ball[..., 12] += 2.0  # the ball in front of it
+    responses = {}
+    for signed in (False, True):
+        extractor = CellConvFeatures(space, {"start": 0, "cells": 5, "size": 25, "signed": signed}, stack=2)
+        first = extractor.cnn[0]
+        responses[signed] = [first(torch.as_tensor(o).view(1, 2, 5, 5) / extractor.cell_scale)
+                             if signed else first((torch.as_tensor(o).view(1, 2, 5, 5) / extractor.cell_scale)
+                                                  .clamp(-extractor.cell_clip, extractor.cell_clip))
+                             for o in (hole, ball)]
+        seen = extractor(torch.as_tensor(ball.reshape(1, -1))) - extractor(torch.as_tensor(hole.reshape(1, -1)))
+        assert (seen.abs().sum() > 0) == signed  # clipped at 20, the ball changes nothing
+    assert not torch.equal(*responses[True]) and torch.equal(*responses[False])
+
+
 def test_cell_conv_reads_a_grid_with_nothing_beside_it() -> None:
     extractor = CellConvFeatures(spaces.Box(-np.inf, np.inf, (2 * 25,), np.float32),
                                  {"start": 0, "cells": 5, "size": 25}, stack=2, features_dim=8)
@@ -870,7 +891,8 @@ def test_cell_conv_needs_frozen_standardised_mean_latents_with_cells(runs: Path,
     with_sums = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path))})
     kwargs = run_observations(with_sums, torch.device("cpu")).policy_kwargs()
     assert kwargs["features_extractor_class"] is CellConvFeatures
-    assert kwargs["features_extractor_kwargs"]["layout"] == {"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25}
+    assert kwargs["features_extractor_kwargs"]["layout"] == {"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25,
+                                                           "signed": False}
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

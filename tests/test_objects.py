@@ -390,6 +390,38 @@ def test_tent_cells_hold_the_whole_foreground_and_draw_it_back_whole() -> None:
         build_model("vae", input_shape=(1, 84, 84), foreground_cells=7, foreground_cell_kernel="triangle")
 
 
+def test_signed_cells_add_the_ball_alike_in_front_of_anything() -> None:
+    """Breakout's ball is as bright as the red bricks: in a hole it knocked in the wall, its distance from the
+    background (the intact wall) is 0, less than the empty hole's, so the distance cells see it there as a dip,
+    the opposite of the same ball below the wall. Signed cells sum the frame minus the background: the ball
+    adds its own intensity in the hole as on the black background below the wall."""
+    background = torch.zeros(1, 12, 12)
+    background[0, 0:4] = 0.43  # a wall of bricks as bright as the ball
+    hole = background.clone()
+    hole[0, 0:4, 0:6] = 0.0  # bricks knocked out of the wall's left half
+    in_hole, below = hole.clone(), hole.clone()
+    in_hole[0, 2, 2] = 0.43  # the ball inside the hole
+    below[0, 8, 2] = 0.43    # the ball below the wall
+    frames = torch.stack([hole, in_hole, below])
+    for signed, ball_in_hole in ((False, -0.43), (True, 0.43)):
+        encoder = ForegroundProjections(1, (12, 12), cells=3, sums=False, cell_kernel="tent", signed_cells=signed)
+        with torch.no_grad():
+            encoder.background.copy_(background)
+        cells = encoder(frames).cells
+        torch.testing.assert_close((cells[1] - cells[0]).sum(), torch.tensor(ball_in_hole))
+        torch.testing.assert_close((cells[2] - cells[0]).sum(), torch.tensor(0.43))  # below the wall both see it
+    # signed cells are linear in the frame: the hole counts as the bricks it lacks, the ball as itself
+    torch.testing.assert_close(cells[0].sum(), torch.tensor(-0.43 * 4 * 6))
+    torch.testing.assert_close(encoder(frames[1:2] + frames[2:3] - frames[0:1]).cells[0],
+                               cells[1] + cells[2] - cells[0])
+    model = build_model("vae", input_shape=(1, 84, 84), foreground_cells=14, foreground_sums=False,
+                        foreground_cell_kernel="tent", foreground_cells_signed=True)
+    assert model.describe_latent() == "32-d + 14x14 tent signed foreground cells" and model.cells().signed
+    assert not build_model("vae", input_shape=(1, 84, 84), foreground_cells=14).cells().signed
+    with pytest.raises(ValueError, match="set foreground_cells > 0 or foreground_cells_signed=false"):
+        build_model("vae", input_shape=(1, 84, 84), foreground_cells_signed=True)
+
+
 def test_cell_picture_is_the_pooled_foreground_when_cells_are_the_pooling_blocks() -> None:
     """With 2x2-pixel cells the cells' picture is exactly the renderer's half-resolution foreground."""
     encoder = ForegroundProjections(in_channels=1, input_hw=(8, 8), cells=4)

@@ -455,7 +455,9 @@ class CellConvFeatures(BaseFeaturesExtractor):
     learn a ball in every cell apart; this extractor reads the ``stack`` latents' grids as a ``stack``-channel
     image with 2-D convolutions, so one filter finds the ball, or the ball beside the paddle, wherever they
     are, as NatureCNN does on pixels. The cells are divided by one scale, their spread over all cells and
-    frames of random play (zero stays zero: an empty cell, like the zero padding around the grid); the other
+    frames of random play (zero stays zero: an empty cell, like the zero padding around the grid), and clipped
+    to :attr:`cell_clip`, unless they are signed (``layout.signed``): those are bounded by construction, and a
+    clip would hide the ball in front of a hole that alone fills the bound; the other
     numbers (Gaussian means, frame projections, part statistics) are standardised one by one as in
     :class:`StandardizedLatents`. Both are fitted before training (:meth:`fit`) and are buffers, carried by
     ``agent.zip``. As on pixels, one ReLU layer of ``features_dim`` units joins them, and the policy and value
@@ -508,7 +510,9 @@ class CellConvFeatures(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         unordered, cells = self._split(observations)
-        signal = (cells / self.cell_scale).clamp(-self.cell_clip, self.cell_clip)
+        signal = cells / self.cell_scale
+        if not self.layout.signed:
+            signal = signal.clamp(-self.cell_clip, self.cell_clip)
         rest = ((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)
         return self.join(torch.cat([self.cnn(signal), rest], dim=1))
 

@@ -82,6 +82,9 @@ class CellLayout(NamedTuple):
     cells: int
     size: int
     """All numbers of one latent."""
+    signed: bool = False
+    """Whether the cells sum the frame minus its background (an object adds to them wherever it is, and they are
+    bounded by construction) rather than its distance from it."""
 
     @property
     def stop(self) -> int:

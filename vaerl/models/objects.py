@@ -202,6 +202,12 @@ class ForegroundProjections(nn.Module):
     one cell (places to a cell's width); ``"tent"`` splits it between the nearest cell centres
     (:func:`cell_assignment`), so the cells alone keep an object's place to a fraction of a pixel.
 
+    A distance is not additive. Breakout's ball is as bright as the red bricks: where it crosses a hole it has
+    knocked in the wall, its distance from the background (the intact wall) is 0, less than the empty hole's,
+    so in the cells it vanishes there, or shows as a dip. With ``signed_cells`` the cells sum the frame minus
+    the background instead, which is linear in the frame: an object adds its own intensity to its cells in
+    front of anything, a hole counts as the bricks it lacks, and no cell exceeds its pixels' full intensity.
+
     Objects that share a row or a column add up there: Pong's two paddles fill the same rows, and the sums
     cannot say which paddle is the agent's. With ``num_parts > 0`` a learned partition tells them apart.
     A small conv net plus a learned prior over locations shares each 2x2 block of foreground out among
@@ -219,7 +225,8 @@ class ForegroundProjections(nn.Module):
     name = "foreground"
 
     def __init__(self, in_channels: int, input_hw: tuple[int, int], num_parts: int = 0, hidden: int = 8,
-                 temperature: float = 0.1, cells: int = 0, sums: bool = True, cell_kernel: str = "box") -> None:
+                 temperature: float = 0.1, cells: int = 0, sums: bool = True, cell_kernel: str = "box",
+                 signed_cells: bool = False) -> None:
         super().__init__()
         self.frame_hw = (int(input_hw[0]), int(input_hw[1]))
         self.sums = bool(sums)
@@ -234,6 +241,9 @@ class ForegroundProjections(nn.Module):
             raise ValueError("a foreground path without sums needs cells or parts: set sums=True, cells > 0 "
                              "or num_parts > 0")
         self.cell_kernel = cell_kernel
+        self.signed_cells = bool(signed_cells)
+        if self.signed_cells and not self.cells:
+            raise ValueError("signed_cells needs cells > 0")
         if self.cells:
             # how each row and each column shares out among the cells: (cells, H) and (cells, W)
             for name, size in (("cell_rows", self.frame_hw[0]), ("cell_cols", self.frame_hw[1])):
@@ -274,12 +284,19 @@ class ForegroundProjections(nn.Module):
         foreground = (x - self.background).abs()
         return foreground.sum(1, keepdim=True) if foreground.shape[1] > 1 else foreground
 
+    def difference(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)``: each pixel minus the background, summed over colour channels (``signed_cells``)."""
+        return (x - self.background).sum(1, keepdim=True)
+
     def forward(self, x: torch.Tensor) -> ObjectProjections:
-        foreground = self.foreground(x)
+        foreground = self.foreground(x) if self.sums or self.num_parts or not self.signed_cells else None
         parts = self.part_statistics(x, foreground) if self.num_parts else None
-        cells = self.cell_rows @ foreground[:, 0] @ self.cell_cols.T if self.cells else None
+        cells = None
+        if self.cells:
+            summed = self.difference(x) if self.signed_cells else foreground
+            cells = self.cell_rows @ summed[:, 0] @ self.cell_cols.T
         if not self.sums:
-            nothing = foreground.new_zeros(len(foreground), 1, 0)
+            nothing = x.new_zeros(len(x), 1, 0)
             return ObjectProjections(nothing, nothing, parts, cells)
         return ObjectProjections(foreground.sum(-2), foreground.sum(-1), parts, cells)
 

@@ -74,6 +74,10 @@ class VAEConfig:
     """How a pixel goes to the cells: ``box`` (into its one cell) or ``tent`` (split between the nearest
     cell centres, so the cells keep places to a fraction of a pixel); see
     :func:`vaerl.models.objects.cell_assignment`."""
+    foreground_cells_signed: bool = False
+    """Cells of the frame minus its background instead of its distance from it: an object adds its intensity
+    to its cells in front of anything, also in front of a brighter background (see
+    :class:`vaerl.models.objects.ForegroundProjections`); needs ``foreground_cells``."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -97,6 +101,9 @@ class VAEConfig:
         if self.foreground_cells and not self.foreground_projections:
             raise ValueError("foreground_cells sum the foreground of the foreground projections over a grid; set "
                              "foreground_projections=true or foreground_cells=0")
+        if self.foreground_cells_signed and not self.foreground_cells:
+            raise ValueError("foreground_cells_signed says how the cells sum the frame, but there are no cells; set "
+                             "foreground_cells > 0 or foreground_cells_signed=false")
         if self.foreground_cell_kernel not in CELL_KERNELS:
             raise ValueError(f"foreground_cell_kernel must be one of {CELL_KERNELS}, got {self.foreground_cell_kernel!r}")
         if self.foreground_projections and not (self.foreground_sums or self.foreground_cells or self.foreground_parts):
@@ -165,7 +172,8 @@ class VAE(FrameModel):
         elif config.foreground_projections:
             self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts,
                                                         cells=config.foreground_cells, sums=config.foreground_sums,
-                                                        cell_kernel=config.foreground_cell_kernel)
+                                                        cell_kernel=config.foreground_cell_kernel,
+                                                        signed_cells=config.foreground_cells_signed)
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
 
@@ -259,7 +267,8 @@ class VAE(FrameModel):
             pieces.append(f"{encoder.num_parts}x{PART_STATS} part statistics")
         if encoder.cells:
             kernel = "" if encoder.cell_kernel == "box" else f" {encoder.cell_kernel}"  # type: ignore[union-attr]
-            pieces.append(f"{encoder.cells}x{encoder.cells}{kernel} {encoder.name} cells")
+            signed = " signed" if encoder.signed_cells else ""  # type: ignore[union-attr]
+            pieces.append(f"{encoder.cells}x{encoder.cells}{kernel}{signed} {encoder.name} cells")
         return " + ".join(pieces)
 
     def projections(self) -> ProjectionLayout | None:
@@ -276,7 +285,7 @@ class VAE(FrameModel):
         if encoder is None or not encoder.cells:
             return None
         size = self.latent_dim("mean")
-        return CellLayout(size - encoder.cells**2, encoder.cells, size)
+        return CellLayout(size - encoder.cells**2, encoder.cells, size, encoder.signed_cells)  # type: ignore[union-attr]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior samples (the same as :meth:`sample_prior`)."""
