@@ -839,6 +839,28 @@ def test_cell_conv_clips_distance_cells_but_not_signed_ones() -> None:
     assert not torch.equal(*responses[True]) and torch.equal(*responses[False])
 
 
+def test_standardised_latents_scale_signed_cells_as_one_picture_unclipped() -> None:
+    layout = {"start": 3, "cells": 6, "size": 39, "signed": True}
+    space = spaces.Box(-np.inf, np.inf, (78,), np.float32)
+    extractor = StandardizedLatents(space, cells=layout)
+    observations = cell_batch(np.random.default_rng(0), 400, place=(1, 2))
+    latents = observations.reshape(400, 2, 39)
+    latents[..., 3:] *= 10.0  # a haze that varies more than the floor
+    extractor.fit(observations)
+    grids = latents[..., 3:]
+    scale = extractor.scale.view(2, 39)
+    pooled = np.sqrt(grids.reshape(400, -1).var(0, ddof=1).mean())
+    np.testing.assert_allclose(scale[:, 3:].numpy(), pooled, rtol=1e-4)  # every cell of every frame alike
+    np.testing.assert_allclose(scale[:, :2].numpy(), latents[..., :2].std(0, ddof=1), rtol=1e-4)  # the rest alone
+    hole = np.zeros((1, 78), np.float32)
+    hole[0, 3 + 14] = hole[0, 39 + 3 + 14] = -100.0  # far beyond anything random play showed
+    standardized = extractor(torch.as_tensor(hole)).view(2, 39)
+    torch.testing.assert_close(standardized[:, 3 + 14], (-100.0 - extractor.mean.view(2, 39)[:, 3 + 14]) / scale[:, 3 + 14])
+    assert standardized[:, 2].abs().max() <= extractor.clip  # numbers outside the cells keep their clip
+    with pytest.raises(ValueError, match="pools the scale of signed cells only"):
+        StandardizedLatents(space, cells={**layout, "signed": False})
+
+
 def test_cell_conv_reads_a_grid_with_nothing_beside_it() -> None:
     extractor = CellConvFeatures(spaces.Box(-np.inf, np.inf, (2 * 25,), np.float32),
                                  {"start": 0, "cells": 5, "size": 25}, stack=2, features_dim=8)
@@ -893,6 +915,15 @@ def test_cell_conv_needs_frozen_standardised_mean_latents_with_cells(runs: Path,
     assert kwargs["features_extractor_class"] is CellConvFeatures
     assert kwargs["features_extractor_kwargs"]["layout"] == {"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25,
                                                            "signed": False}
+
+
+def test_mlp_reading_pools_signed_cells_only(runs: Path, tmp_path: Path) -> None:
+    for signed in (False, True):
+        path = cells_encoder(tmp_path / str(signed), foreground_cells_signed=signed)
+        kwargs = run_observations(config(runs, **{"encoder.path": str(path)}), torch.device("cpu")).policy_kwargs()
+        assert kwargs["features_extractor_class"] is StandardizedLatents
+        cells = kwargs["features_extractor_kwargs"].get("cells")
+        assert cells == ({"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25, "signed": True} if signed else None)
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning

@@ -140,6 +140,11 @@ class StandardizedLatents(BaseFeaturesExtractor):
     its shape at every stage of the game, within the wider bound :attr:`projection_clip`
     (``projection_scale="number"`` keeps them number by number while ``layout`` serves the blur).
 
+    Signed cells (``cells``, a :class:`vaerl.models.base.CellLayout` as a dict with ``signed``) are one picture:
+    divided by one scale, their spread pooled over all cells, and never clipped. Scaled one by one, a cell of
+    the wall that random play never changed would sit at the clip once its bricks are gone, and the ball in
+    front of the hole would change nothing; signed cells are bounded by construction.
+
     ``projection_blur`` (a Gaussian's sigma, in places) first blurs every frame projection along its axis
     (:func:`projection_blur_matrix`), so neighbouring places share inputs; the statistics are those of the
     blurred latents.
@@ -162,7 +167,8 @@ class StandardizedLatents(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0,
                  layout: dict[str, int] | None = None, shared_layers: Sequence[int] = (),
                  projection_scale: str = "axis", projection_blur: float = 0.0,
-                 projection_keypoints: int = 0, projection_shift: int = 0) -> None:
+                 projection_keypoints: int = 0, projection_shift: int = 0,
+                 cells: dict[str, int] | None = None) -> None:
         size = int(np.prod(observation_space.shape))
         if projection_scale not in PROJECTION_SCALES:
             raise ValueError(f"projection_scale must be one of {PROJECTION_SCALES}, got {projection_scale!r}")
@@ -184,8 +190,19 @@ class StandardizedLatents(BaseFeaturesExtractor):
         pooled = self.layout if projection_scale == "axis" else None
         # which projection (axis * channels + channel) each number belongs to; -1 for the others (or all,
         # when projections are scaled number by number)
-        self.register_buffer("projection_index", _projection_index(size, pooled), persistent=False)
-        bound = torch.where(self.projection_index >= 0, self.projection_clip, self.clip)
+        index = _projection_index(size, pooled)
+        bound = torch.where(index >= 0, self.projection_clip, self.clip)
+        if cells is not None:
+            cell_layout = CellLayout(**cells)
+            if not cell_layout.signed:
+                raise ValueError("StandardizedLatents pools the scale of signed cells only; distance cells are "
+                                 "standardised number by number (pass cells=None)")
+            _check_stacked(self, observation_space, size // cell_layout.size, cell_layout.size)
+            in_cells = _block_mask(size, cell_layout.size, cell_layout.start, cell_layout.stop)
+            index[in_cells] = int(index.max()) + 1
+            bound[in_cells] = torch.inf
+        # the group each number is scaled with (-1: on its own)
+        self.register_buffer("projection_index", index, persistent=False)
         self.register_buffer("bound", bound, persistent=False)
         self.projection_blur = float(projection_blur)
         self.projection_shift = int(projection_shift)
@@ -342,6 +359,12 @@ def _relu_layers(inputs: int, widths: Sequence[int]) -> nn.Sequential:
         layers += [nn.Linear(inputs, width), nn.ReLU()]
         inputs = width
     return nn.Sequential(*layers)
+
+
+def _block_mask(size: int, latent_size: int, start: int, stop: int) -> torch.Tensor:
+    """``(size,)``: True at numbers ``[start, stop)`` of every latent of ``latent_size`` in ``size`` numbers."""
+    place = torch.arange(size) % latent_size
+    return (place >= start) & (place < stop)
 
 
 def _projection_index(size: int, layout: ProjectionLayout | None) -> torch.Tensor:

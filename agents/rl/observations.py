@@ -92,7 +92,7 @@ class Observations:
 class LatentObservations(Observations):
     """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
     in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`; frame projections
-    with one scale per axis where ``projection_scale="axis"``, blurred along their axis by
+    with one scale per axis where ``projection_scale="axis"``, signed cells with one scale and unclipped, blurred along their axis by
     ``projection_blur``, with ``projection_keypoints`` beside them, moved by up to ``projection_shift`` places
     while the policy learns; followed by ``shared_layers`` that the policy
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
@@ -154,6 +154,9 @@ class LatentObservations(Observations):
         reading = {name: value for name, value in self._projection_options().items() if value}
         if layout is not None and (self.projection_scale == "axis" or reading):
             options.update(layout=layout._asdict(), projection_scale=self.projection_scale)
+        cells = self.encoder.model.cells()
+        if cells is not None and cells.signed:  # one picture, one scale, never clipped
+            options.update(cells=cells._asdict())
         options.update(reading)
         if not self.shared_layers:
             return {"features_extractor_class": StandardizedLatents, "features_extractor_kwargs": options}
