@@ -91,10 +91,10 @@ class Observations:
 @dataclass(frozen=True)
 class LatentObservations(Observations):
     """A frozen encoder in the env: the agent sees ``stack`` latents (or latent and change), standardised
-    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`; frame projections
-    with one scale per axis where ``projection_scale="axis"``, signed cells with one scale and unclipped, blurred along their axis by
-    ``projection_blur``, with ``projection_keypoints`` beside them, moved by up to ``projection_shift`` places
-    while the policy learns; followed by ``shared_layers`` that the policy
+    in the policy with ``standardize`` (:class:`~agents.rl.features.StandardizedLatents`; signed cells with
+    one scale and unclipped; frame projections with one scale per axis where ``projection_scale="axis"``,
+    blurred along their axis by ``projection_blur``, with ``projection_keypoints`` beside them, moved by up
+    to ``projection_shift`` places while the policy learns; followed by ``shared_layers`` that the policy
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`), their grid of cells by 2-D convolutions with
     ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`)."""

@@ -8,11 +8,11 @@ Run directory (``cfg.output_dir``)::
     checkpoints/last.zip   the latest periodic checkpoint (+ replay buffer for off-policy algorithms)
     evaluations.json       periodic evaluations on held-out seeds
     eval.json              the final evaluation: mean and std of the whole-game, unclipped return
+    play.mp4               the agent playing, frame beside reconstruction (play.gif without an MP4 writer)
+    tb/                    TensorBoard logs
 
 A run stopped part-way resumes from its checkpoint when the same command runs again. A finished run trains
 further when the command asks for more ``total_steps`` than it reached (see :class:`RunStart`).
-    play.mp4               the agent playing, frame beside reconstruction (play.gif without an MP4 writer)
-    tb/                    TensorBoard logs
 """
 
 from __future__ import annotations
