@@ -56,10 +56,21 @@ class TrainingClock:
         return time.perf_counter() - self._start
 
 
+def _checkpoint_state(run_dir: Path) -> dict[str, Any]:
+    """What the last complete checkpoint recorded (empty for none)."""
+    path = Path(run_dir) / CHECKPOINT_STATE
+    complete = path.exists() and (Path(run_dir) / CHECKPOINT).exists()
+    return json.loads(path.read_text()) if complete else {}
+
+
 def checkpoint_seconds(run_dir: Path) -> float:
     """The training seconds the last checkpoint recorded (0 for none, or for one older than the clock)."""
-    path = Path(run_dir) / CHECKPOINT_STATE
-    return float(json.loads(path.read_text()).get("train_seconds", 0.0)) if path.exists() else 0.0
+    return float(_checkpoint_state(run_dir).get("train_seconds", 0.0))
+
+
+def checkpoint_steps(run_dir: Path) -> int:
+    """The agent steps of the last checkpoint (0 for none)."""
+    return int(_checkpoint_state(run_dir).get("num_timesteps", 0))
 
 
 def save_model(model: BaseAlgorithm, path: Path) -> None:

@@ -188,8 +188,8 @@ class StandardizedLatents(BaseFeaturesExtractor):
         self.register_buffer("scale", torch.ones(size))
         self.layout = ProjectionLayout(**layout) if layout else None
         pooled = self.layout if projection_scale == "axis" else None
-        # which projection (axis * channels + channel) each number belongs to; -1 for the others (or all,
-        # when projections are scaled number by number)
+        # the group whose pooled spread scales each number: its projection (axis * channels + channel), then
+        # the signed cells; -1 for numbers scaled on their own (all, when projections are scaled number by number)
         index = _projection_index(size, pooled)
         bound = torch.where(index >= 0, self.projection_clip, self.clip)
         if cells is not None:
@@ -201,8 +201,7 @@ class StandardizedLatents(BaseFeaturesExtractor):
             in_cells = _block_mask(size, cell_layout.size, cell_layout.start, cell_layout.stop)
             index[in_cells] = int(index.max()) + 1
             bound[in_cells] = torch.inf
-        # the group each number is scaled with (-1: on its own)
-        self.register_buffer("projection_index", index, persistent=False)
+        self.register_buffer("scale_group", index, persistent=False)
         self.register_buffer("bound", bound, persistent=False)
         self.projection_blur = float(projection_blur)
         self.projection_shift = int(projection_shift)
@@ -232,8 +231,8 @@ class StandardizedLatents(BaseFeaturesExtractor):
         self.mean.copy_(x.mean(0))
         variance = x.var(0)
         self.scale.copy_(variance.sqrt().clamp(min=self.floor))
-        for index in range(int(self.projection_index.max()) + 1):
-            where = self.projection_index == index  # one projection's places share their pooled spread
+        for group in range(int(self.scale_group.max()) + 1):
+            where = self.scale_group == group  # one projection's places (or all signed cells) share their spread
             self.scale[where] = variance[where].mean().sqrt().clamp(min=self.floor)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:

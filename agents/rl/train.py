@@ -34,13 +34,13 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from agents.rl.builders import algorithm_class, build_agent, check_action_space
 from agents.rl.callbacks import (
     CHECKPOINT,
-    CHECKPOINT_STATE,
     REPLAY_BUFFER,
     PeriodicEval,
     ProgressLog,
     ResumableCheckpoint,
     TrainingClock,
     checkpoint_seconds,
+    checkpoint_steps,
     evaluate,
     save_model,
 )
@@ -143,18 +143,12 @@ def run_start(run_dir: Path, cfg: TrainAgentConfig) -> RunStart:
             raise ConfigError(f"{run_dir} already holds a finished run ({FINISHED}, {reached} steps); {further}pass "
                               "overwrite=true to replace it, or choose another run_dir or seed")
         # an extension that was itself interrupted resumes from its checkpoint
-        return RunStart.RESUME if _checkpoint_steps(run_dir) > reached else RunStart.EXTEND
+        return RunStart.RESUME if checkpoint_steps(run_dir) > reached else RunStart.EXTEND
     has_checkpoint = (run_dir / CHECKPOINT).exists()
     if has_checkpoint and not cfg.resume:
         raise ConfigError(f"{run_dir} holds an unfinished run; pass resume=true to continue it or overwrite=true "
                           "to start again")
     return RunStart.RESUME if has_checkpoint else RunStart.FRESH
-
-
-def _checkpoint_steps(run_dir: Path) -> int:
-    """Agent steps of the run's checkpoint; 0 for none."""
-    state = run_dir / CHECKPOINT_STATE
-    return int(json.loads(state.read_text())["num_timesteps"]) if (run_dir / CHECKPOINT).exists() and state.exists() else 0
 
 
 def _seconds_before(run_dir: Path, start: RunStart) -> float:
