@@ -14,7 +14,8 @@
    projections blurred along their axis (encoder.projection_blur=2), 8 learned keypoints per axis
    (encoder.projection_keypoints=8), projections moved by up to 4 places in PPO's updates
    (encoder.projection_shift=4), projections read by 1-D convolutions (encoder.projection_conv=true), and, for
-   an encoder with foreground cells (--encoder), cells read by 2-D convolutions (encoder.cell_conv=true).
+   an encoder with foreground cells (--encoder), cells read by 2-D convolutions (encoder.cell_conv=true), also
+   with twice the filters and a 512-unit join (encoder.cell_conv_widths=[32,64] encoder.cell_conv_features=512).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -63,6 +64,7 @@ POLICY_OPTIONS: dict[str, dict] = {
     "projection shift": {"projection_shift": 4},
     "projection conv": {"projection_conv": True},
     "cell conv": {"cell_conv": True},
+    "wide cell conv": {"cell_conv": True, "cell_conv_widths": (32, 64), "cell_conv_features": 512},
 }
 
 
@@ -211,10 +213,10 @@ def main() -> None:
         results["ppo_fps"] = {**{f"pixels (CnnPolicy), {t} thread(s)": v for t, v in pixel.items()},
                               f"latents (MlpPolicy), {latent_threads} thread": latent_fps,
                               "ratio latents / best pixels": latent_fps / best}
-        readable = {"shared layers": True, "cell conv": encoder.model.cells() is not None}
         for name, options in POLICY_OPTIONS.items():
-            if not readable.get(name, encoder.model.projections() is not None):
-                continue  # the other options read frame projections, cell conv reads cells
+            reads = encoder.model.cells() if options.get("cell_conv") else encoder.model.projections()
+            if reads is None and "shared_layers" not in options:
+                continue  # cell conv reads cells, the other options frame projections
             fps = train_speed(lambda: ale_latent(encoder), LatentObservations(encoder, **options), args.train_steps,
                               latent_threads, device)
             results["ppo_fps"].update({f"latents, {name} {_values(options)}, {latent_threads} thread": fps,

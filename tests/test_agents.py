@@ -863,6 +863,20 @@ def test_cell_conv_reads_a_grid_with_nothing_beside_it() -> None:
     assert extractor(torch.as_tensor(observations)).shape == (50, 8)
 
 
+def test_cell_conv_widths_set_its_layers_and_join() -> None:
+    space = spaces.Box(-np.inf, np.inf, (2 * 39,), np.float32)
+    layout = {"start": 3, "cells": 6, "size": 39}
+    small = CellConvFeatures(space, layout, stack=2, widths=(4, 8, 16), features_dim=16)
+    convs = [layer for layer in small.cnn if isinstance(layer, torch.nn.Conv2d)]
+    assert [(conv.in_channels, conv.out_channels, conv.stride[0]) for conv in convs] == [(2, 4, 1), (4, 8, 2), (8, 16, 2)]
+    # 6 x 6 cells -> 6 -> 3 -> 2 places a side; the 3 unordered numbers of both latents join them
+    assert small.join[0].in_features == 16 * 2 * 2 + 2 * 3 and small.features_dim == 16
+    assert small(torch.zeros(5, 2 * 39)).shape == (5, 16)
+    for widths, features_dim in (((), 16), ((4, 0), 16), ((4,), 0)):
+        with pytest.raises(ValueError, match="positive filter counts and features_dim"):
+            CellConvFeatures(space, layout, stack=2, widths=widths, features_dim=features_dim)
+
+
 def cells_encoder(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "cells.safetensors"
     spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
@@ -880,7 +894,7 @@ def test_cell_conv_run_fits_on_random_play_and_reloads_with_linear_heads(runs: P
     extractor = policy.features_extractor
     assert isinstance(extractor, CellConvFeatures)
     assert (extractor.layout.start, extractor.layout.cells) == (4, 5)
-    assert policy.action_net.in_features == policy.value_net.in_features == 512  # linear heads on shared features
+    assert policy.action_net.in_features == policy.value_net.in_features == 256  # linear heads on shared features
     observations = run_observations(cfg, torch.device("cpu"))
     env = make_run_env(cfg, observations, n_envs=2, seed=0, training=True)
     env.action_space.seed(0)
@@ -908,12 +922,46 @@ def test_cell_conv_needs_frozen_standardised_mean_latents_with_cells(runs: Path,
     assert kwargs["features_extractor_class"] is CellConvFeatures
     assert kwargs["features_extractor_kwargs"]["layout"] == {"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25,
                                                            "signed": False}
+    assert (kwargs["features_extractor_kwargs"]["widths"], kwargs["features_extractor_kwargs"]["features_dim"]) == \
+        ([16, 32], 256)
+    smaller = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path)),
+                              "encoder.cell_conv_widths": [8], "encoder.cell_conv_features": 64})
+    kwargs = run_observations(smaller, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
+    assert (kwargs["widths"], kwargs["features_dim"]) == ([8], 64)
+    for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_widths": [8]},
+                              "set encoder.cell_conv=auto or true, or leave them"),
+                             ({"encoder.cell_conv": "yes"}, "encoder.cell_conv must be auto, true or false, got 'yes'"),
+                             ({"encoder.cell_conv": True, "encoder.cell_conv_widths": [8, 0]},
+                              "encoder.cell_conv_widths must be one or more positive filter counts"),
+                             ({"encoder.cell_conv": True, "encoder.cell_conv_features": 0}, "a positive width")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(runs, **changes)
+
+
+def test_cell_conv_auto_reads_cells_unless_another_reading_is_asked_for(runs: Path, tmp_path: Path) -> None:
+    cells = str(cells_encoder(tmp_path, foreground_sums=False))
+
+    def extractor(**changes) -> type:
+        cfg = config(runs, **{"encoder.path": cells, **changes})
+        return run_observations(cfg, torch.device("cpu")).policy_kwargs().get("features_extractor_class")
+
+    assert config(runs).encoder.cell_conv == "auto"
+    assert extractor() is CellConvFeatures
+    assert extractor(**{"encoder.cell_conv": False}) is StandardizedLatents
+    # options of another reading take the cells to the MLP instead of raising
+    assert extractor(**{"encoder.shared_layers": [32]}) is StandardizedLatents
+    assert extractor(**{"encoder.standardize": False}) is None
+    assert config(runs, **{"encoder.mode": "sample"}).encoder.other_reading() == "mode=sample"
+    # latents without cells (the default tiny encoder has sums) are read by the MLP, with no error
+    default = run_observations(config(runs), torch.device("cpu")).policy_kwargs()
+    assert default["features_extractor_class"] is StandardizedLatents
 
 
 def test_mlp_reading_pools_signed_cells_only(runs: Path, tmp_path: Path) -> None:
     for signed in (False, True):
         path = cells_encoder(tmp_path / str(signed), foreground_cells_signed=signed)
-        kwargs = run_observations(config(runs, **{"encoder.path": str(path)}), torch.device("cpu")).policy_kwargs()
+        cfg = config(runs, **{"encoder.path": str(path), "encoder.cell_conv": False})
+        kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()
         assert kwargs["features_extractor_class"] is StandardizedLatents
         cells = kwargs["features_extractor_kwargs"].get("cells")
         assert cells == ({"start": 4 + 80, "cells": 5, "size": 4 + 80 + 25, "signed": True} if signed else None)

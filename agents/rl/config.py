@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.rl.features import PROJECTION_SCALES
+from agents.rl.features import CELL_CONV_FEATURES, CELL_CONV_WIDTHS, PROJECTION_SCALES
 from vaerl.encoder import MODES
 from vaerl.envs.make import EnvConfig
 from vaerl.errors import ConfigError
@@ -89,17 +89,43 @@ class EncoderOptions:
     """Read the latents' frame projections (the default VAE's foreground sums) with 1-D convolutions shared
     along each axis, as the pixel baseline's NatureCNN reads frames, and standardise the other numbers
     (:class:`agents.rl.features.ProjectionConvFeatures`). Frozen encoders with projections only."""
-    cell_conv: bool = False
+    cell_conv: bool | str = "auto"
     """Read the latents' grid of foreground cells (``model.foreground_cells``) with 2-D convolutions, as the
-    pixel baseline's NatureCNN reads frames, and standardise the other numbers; one shared 512-unit layer
-    and linear heads, as on pixels (:class:`agents.rl.features.CellConvFeatures`). Frozen encoders with
-    cells only."""
+    pixel baseline's NatureCNN reads frames, and standardise the other numbers; one shared ReLU layer and
+    linear heads, as on pixels (:class:`agents.rl.features.CellConvFeatures`). ``auto``: whenever the latents
+    have cells and no other reading is asked for (:meth:`other_reading`); ``true``: always (frozen encoders
+    with cells only); ``false``: never (the MLP reads the cells as numbers)."""
+    cell_conv_widths: list[int] = field(default_factory=lambda: list(CELL_CONV_WIDTHS))
+    """Filters of ``cell_conv``'s 3 x 3 convolutions: the first keeps the grid's size, each further one halves it."""
+    cell_conv_features: int = CELL_CONV_FEATURES
+    """Width of the ReLU layer that joins ``cell_conv``'s convolutions and the other numbers."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
     """Overrides of the checkpoint's preprocessing spec (``source_shape``, ``layout``, ``image_key``, ...)."""
 
+    def other_reading(self) -> str | None:
+        """The first option set that reads the latents otherwise than ``cell_conv`` does, as ``name=value``
+        (``cell_conv=auto`` then leaves the cells to the MLP), or None."""
+        asked = {"finetune": self.finetune, "standardize": not self.standardize, "mode": self.mode != "mean",
+                 "stack_mode": self.stack_mode != "concat", "projection_scale": self.projection_scale != "number",
+                 "projection_blur": self.projection_blur,
+                 "projection_keypoints": self.projection_keypoints, "projection_shift": self.projection_shift,
+                 "shared_layers": self.shared_layers, "projection_conv": self.projection_conv}
+        for name, value in asked.items():
+            if value:
+                return f"{name}={getattr(self, name)}"
+        return None
+
+    def reads_cells(self, has_cells: bool) -> bool:
+        """Whether latents with (``has_cells``) or without a grid of cells are read by cell convolutions."""
+        if self.cell_conv == "auto":
+            return has_cells and self.other_reading() is None
+        return bool(self.cell_conv)
+
     def __post_init__(self) -> None:
+        if self.cell_conv not in (True, False, "auto"):
+            raise ConfigError(f"encoder.cell_conv must be auto, true or false, got {self.cell_conv!r}")
         if self.mode not in MODES:
             raise ConfigError(f"encoder.mode must be one of {MODES}, got {self.mode!r}")
         if self.stack_mode not in STACK_MODES:
@@ -122,15 +148,23 @@ class EncoderOptions:
                                  ("projection_keypoints", self.projection_keypoints, "0"),
                                  ("projection_shift", self.projection_shift, "0"),
                                  ("shared_layers", self.shared_layers, "[]")):
-            if value and (self.finetune or not self.standardize or self.projection_conv or self.cell_conv):
+            if value and (self.finetune or not self.standardize or self.projection_conv or self.cell_conv is True):
                 raise ConfigError(f"encoder.{name} works on frozen latents in their standardisation: set "
                                   "encoder.finetune=false, encoder.standardize=true, encoder.projection_conv=false "
                                   f"and encoder.cell_conv=false, or encoder.{name}={off}")
-        if self.projection_conv and self.cell_conv:
+        if any(width < 1 for width in self.cell_conv_widths) or not self.cell_conv_widths or self.cell_conv_features < 1:
+            raise ConfigError(f"encoder.cell_conv_widths must be one or more positive filter counts and "
+                              f"encoder.cell_conv_features a positive width, got {self.cell_conv_widths} and "
+                              f"{self.cell_conv_features}")
+        if self.cell_conv is False and (self.cell_conv_widths != list(CELL_CONV_WIDTHS)
+                                        or self.cell_conv_features != CELL_CONV_FEATURES):
+            raise ConfigError("encoder.cell_conv_widths and encoder.cell_conv_features shape the cell convolutions: "
+                              "set encoder.cell_conv=auto or true, or leave them at their defaults")
+        if self.projection_conv and self.cell_conv is True:
             raise ConfigError("encoder.projection_conv=true and encoder.cell_conv=true are two readings of the "
                               "latents; choose one")
         for name in ("projection_conv", "cell_conv"):
-            if not getattr(self, name):
+            if getattr(self, name) is not True:
                 continue
             if self.finetune or not self.standardize:
                 raise ConfigError(f"encoder.{name}=true reads frozen latents and standardises them itself: "

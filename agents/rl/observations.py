@@ -27,6 +27,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.rl.config import TrainAgentConfig
 from agents.rl.features import (
+    CELL_CONV_FEATURES,
+    CELL_CONV_WIDTHS,
     CellConvFeatures,
     EncoderFeatures,
     ProjectionConvFeatures,
@@ -97,7 +99,8 @@ class LatentObservations(Observations):
     to ``projection_shift`` places while the policy learns; followed by ``shared_layers`` that the policy
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`), their grid of cells by 2-D convolutions with
-    ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`)."""
+    ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`, ``cell_conv_widths`` filters and a
+    ``cell_conv_features``-unit join)."""
 
     encoder: Encoder
     mode: str = "mean"
@@ -111,6 +114,8 @@ class LatentObservations(Observations):
     shared_layers: tuple[int, ...] = ()
     projection_conv: bool = False
     cell_conv: bool = False
+    cell_conv_widths: tuple[int, ...] = CELL_CONV_WIDTHS
+    cell_conv_features: int = CELL_CONV_FEATURES
 
     threads: ClassVar[int] = 1
 
@@ -141,7 +146,9 @@ class LatentObservations(Observations):
             cells = self.encoder.model.cells()
             assert cells is not None
             return {"features_extractor_class": CellConvFeatures, "net_arch": [],  # linear heads, as on pixels
-                    "features_extractor_kwargs": {"layout": cells._asdict(), "stack": self.stack}}
+                    "features_extractor_kwargs": {"layout": cells._asdict(), "stack": self.stack,
+                                                  "widths": list(self.cell_conv_widths),
+                                                  "features_dim": self.cell_conv_features}}
         if self.projection_conv:
             layout = self.encoder.model.projections()
             assert layout is not None
@@ -273,7 +280,9 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
                               projection_keypoints=options.projection_keypoints,
                               projection_shift=options.projection_shift,
                               shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv,
-                              cell_conv=options.cell_conv)
+                              cell_conv=options.reads_cells(encoder.model.cells() is not None),
+                              cell_conv_widths=tuple(options.cell_conv_widths),
+                              cell_conv_features=options.cell_conv_features)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:

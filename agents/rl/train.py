@@ -194,6 +194,7 @@ def _load_or_build(
     model = build_agent(cfg.agent.algo, settings, env, policy=policy, seed=cfg.seed, device=device,
                         tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs())
     observations.initialise(model, run_dir / CHECKPOINT_FILE)
+    log.info("%s reads the observations with %s", policy, type(model.policy.features_extractor).__name__)
     return model
 
 
