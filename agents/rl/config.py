@@ -148,10 +148,10 @@ class EncoderOptions:
                                  ("projection_keypoints", self.projection_keypoints, "0"),
                                  ("projection_shift", self.projection_shift, "0"),
                                  ("shared_layers", self.shared_layers, "[]")):
-            if value and (self.finetune or not self.standardize or self.projection_conv or self.cell_conv is True):
+            if value and (self.finetune or not self.standardize or self.projection_conv):
                 raise ConfigError(f"encoder.{name} works on frozen latents in their standardisation: set "
-                                  "encoder.finetune=false, encoder.standardize=true, encoder.projection_conv=false "
-                                  f"and encoder.cell_conv=false, or encoder.{name}={off}")
+                                  "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
+                                  f"or encoder.{name}={off}")
         if any(width < 1 for width in self.cell_conv_widths) or not self.cell_conv_widths or self.cell_conv_features < 1:
             raise ConfigError(f"encoder.cell_conv_widths must be one or more positive filter counts and "
                               f"encoder.cell_conv_features a positive width, got {self.cell_conv_widths} and "
@@ -160,18 +160,18 @@ class EncoderOptions:
                                         or self.cell_conv_features != CELL_CONV_FEATURES):
             raise ConfigError("encoder.cell_conv_widths and encoder.cell_conv_features shape the cell convolutions: "
                               "set encoder.cell_conv=auto or true, or leave them at their defaults")
-        if self.projection_conv and self.cell_conv is True:
-            raise ConfigError("encoder.projection_conv=true and encoder.cell_conv=true are two readings of the "
-                              "latents; choose one")
-        for name in ("projection_conv", "cell_conv"):
-            if getattr(self, name) is not True:
-                continue
+        if self.cell_conv is True and (other := self.other_reading()) is not None:
+            raise ConfigError(f"encoder.cell_conv=true reads frozen, stacked mean latents and standardises them "
+                              f"itself, but encoder.{other} asks for another reading: choose one (set "
+                              f"encoder.cell_conv=auto or false, or leave encoder.{other.split('=')[0]} at its "
+                              "default)")
+        if self.projection_conv:
             if self.finetune or not self.standardize:
-                raise ConfigError(f"encoder.{name}=true reads frozen latents and standardises them itself: "
-                                  f"set encoder.finetune=false and encoder.standardize=true, or {name}=false")
+                raise ConfigError("encoder.projection_conv=true reads frozen latents and standardises them itself: "
+                                  "set encoder.finetune=false and encoder.standardize=true, or projection_conv=false")
             if self.mode != "mean" or self.stack_mode != "concat":
-                raise ConfigError(f"encoder.{name}=true reads stacked mean latents: set encoder.mode=mean and "
-                                  f"encoder.stack_mode=concat, or {name}=false")
+                raise ConfigError("encoder.projection_conv=true reads stacked mean latents: set encoder.mode=mean and "
+                                  "encoder.stack_mode=concat, or projection_conv=false")
         if self.finetune and self.mode != "mean":
             raise ConfigError("encoder.finetune=true trains on the deterministic features: use encoder.mode=mean")
 
