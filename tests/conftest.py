@@ -16,6 +16,8 @@ from vaerl.models import build_model
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_VAE = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "hidden_dim": 32}
+SUMS = {"foreground_cells": 0, "foreground_sums": True}
+"""The VAE's foreground as its row and column sums alone (the default before the cells), for tests of the sums."""
 TINY_VQVAE = {"encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "embedding_dim": 4, "num_codes": 16}
 
 

@@ -16,7 +16,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_VAE, TINY_VQVAE
+from conftest import REPO, SUMS, TINY_VAE, TINY_VQVAE
 from gymnasium import spaces
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -69,11 +69,11 @@ QUICK = {  # a few seconds: 2 envs x 32 steps per PPO update
 }
 
 
-def save_encoder(path: Path, env: dict, trained_on: dict | None = None) -> Path:
+def save_encoder(path: Path, env: dict, trained_on: dict | None = None, **model_changes) -> Path:
     """A random-init tiny VAE for the frames of ``env``, recorded as pretrained on ``trained_on`` (default ``env``)."""
     config = from_dict(EnvConfig, env)
     spec = preprocess_spec(config, make_env(config))
-    model = build_model("vae", input_shape=spec.input_shape, **TINY_VAE)
+    model = build_model("vae", input_shape=spec.input_shape, **TINY_VAE, **model_changes)
     return save_checkpoint(path, model, spec, (trained_on or env) | {})
 
 
@@ -92,6 +92,13 @@ def config(tmp_path: Path, **changes) -> TrainAgentConfig:
 def runs(tmp_path: Path) -> Path:
     """A runs/ folder holding the encoder scripts/pretrain_vae.py env=fake would have written."""
     save_encoder(tmp_path / "runs/pretrain/fake/vae/seed0/encoder.safetensors", FAKE)
+    return tmp_path
+
+
+@pytest.fixture
+def sums_runs(tmp_path: Path) -> Path:
+    """As ``runs``, with an encoder whose foreground is its row and column sums (for the options that read them)."""
+    save_encoder(tmp_path / "runs/pretrain/fake/vae/seed0/encoder.safetensors", FAKE, **SUMS)
     return tmp_path
 
 
@@ -123,7 +130,8 @@ def test_latent_run_writes_every_output(trained: Path) -> None:
 def test_saved_agent_reloads_with_its_encoder_and_reproduces_its_evaluation(trained: Path) -> None:
     agent = load_agent(trained, device="cpu", n_envs=2)
     assert agent.encoder is not None and agent.encoder.info.env_id == "vaerl/FakeFrames-v0"
-    assert agent.env.observation_space.shape == (4 * (4 + 40 + 40),)  # 4 stacked latents: 4-d z, 40 + 40 foreground sums
+    assert agent.env.observation_space.shape == (4 * (4 + 14 * 14),)  # 4 stacked latents: 4-d z, 14 x 14 cells
+    assert isinstance(agent.model.policy.features_extractor, CellConvFeatures)  # the default reading of cells
     cfg = agent.config
     again = evaluate(agent.model, agent.env, cfg.eval.final_episodes, cfg.seed + cfg.eval.seed_offset)
     assert again["returns"] == json.loads((trained / "eval.json").read_text())["returns"]
@@ -343,7 +351,7 @@ def test_each_run_gets_its_observation_pipeline(runs: Path) -> None:
     cpu = torch.device("cpu")
     cartpole = {"name": "CartPole", "id": "CartPole-v1", "kind": "gym", "size": None}
     cases = {
-        LatentObservations: (config(runs), (4 * (4 + 40 + 40),), "MlpPolicy", 1),
+        LatentObservations: (config(runs), (4 * (4 + 14 * 14),), "MlpPolicy", 1),
         FinetuneObservations: (config(runs, **{"encoder.finetune": True}), (4, 40, 40), "MlpPolicy", 2),
         PixelObservations: (config(runs, latent=False), (4, 40, 40), "CnnPolicy", 2),
         RawObservations: (config(runs, latent=False, env=cartpole), (4,), "MlpPolicy", 1),
@@ -392,8 +400,8 @@ def test_standardized_latents_have_zero_mean_unit_scale_on_what_they_were_fitted
         extractor.fit(x[:1])
 
 
-def test_standardized_run_fits_on_random_play_and_reloads_with_the_same_statistics(runs: Path) -> None:
-    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64})  # standardised by default
+def test_standardized_run_fits_on_random_play_and_reloads_with_the_same_statistics(sums_runs: Path) -> None:
+    cfg = config(sums_runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64})  # standardised by default
     train_agent(cfg)
     agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
     extractor = agent.model.policy.features_extractor
@@ -443,14 +451,14 @@ def test_standardized_projections_share_one_scale_per_axis_so_a_wall_column_keep
         StandardizedLatents(spaces.Box(-np.inf, np.inf, (160,), np.float32), layout=layout)
 
 
-def test_projections_are_scaled_number_by_number_by_default_and_per_axis_on_request(runs: Path) -> None:
+def test_projections_are_scaled_number_by_number_by_default_and_per_axis_on_request(sums_runs: Path) -> None:
     cpu = torch.device("cpu")
-    per_axis = run_observations(config(runs, **{"encoder.projection_scale": "axis"}), cpu).policy_kwargs()
+    per_axis = run_observations(config(sums_runs, **{"encoder.projection_scale": "axis"}), cpu).policy_kwargs()
     assert per_axis["features_extractor_kwargs"]["layout"]["width"] == 40
-    default = run_observations(config(runs), cpu).policy_kwargs()
+    default = run_observations(config(sums_runs), cpu).policy_kwargs()
     assert "layout" not in default["features_extractor_kwargs"]
     with pytest.raises(ConfigError, match=r"encoder.projection_scale must be one of \('axis', 'number'\), got 'place'"):
-        config(runs, **{"encoder.projection_scale": "place"})
+        config(sums_runs, **{"encoder.projection_scale": "place"})
 
 
 def test_projection_blur_lets_neighbouring_ball_places_share_inputs_and_leaves_the_rest_alone() -> None:
@@ -486,8 +494,8 @@ def test_projection_blur_lets_neighbouring_ball_places_share_inputs_and_leaves_t
         StandardizedLatents(space, projection_blur=2.0)
 
 
-def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(runs: Path) -> None:
-    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.projection_blur": 1.5})
+def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(sums_runs: Path) -> None:
+    cfg = config(sums_runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.projection_blur": 1.5})
     kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
     assert kwargs["projection_blur"] == 1.5 and kwargs["projection_scale"] == "number"
     assert kwargs["layout"]["width"] == 40
@@ -499,7 +507,7 @@ def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(ru
                              ({"encoder.projection_blur": 1.0, "encoder.projection_conv": True},
                               r"encoder.projection_conv=false, or encoder.projection_blur=0")):
         with pytest.raises(ConfigError, match=message):
-            config(runs, **changes)
+            config(sums_runs, **changes)
 
 
 def test_projection_keypoints_give_the_place_of_a_bump_as_a_number_and_learn() -> None:
@@ -571,20 +579,20 @@ def test_projection_shift_moves_a_scene_alike_in_every_stacked_latent_and_only_w
         StandardizedLatents(space, projection_shift=2)
 
 
-def test_projection_shift_is_set_up_from_the_config(runs: Path) -> None:
-    cfg = config(runs, **{"encoder.projection_shift": 2})
+def test_projection_shift_is_set_up_from_the_config(sums_runs: Path) -> None:
+    cfg = config(sums_runs, **{"encoder.projection_shift": 2})
     kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
     assert kwargs["projection_shift"] == 2 and kwargs["layout"]["width"] == 40
     for changes, message in (({"encoder.projection_shift": -1}, r"encoder.projection_shift is a number of places"),
                              ({"encoder.projection_shift": 2, "encoder.finetune": True},
                               r"encoder.finetune=false.*or encoder.projection_shift=0")):
         with pytest.raises(ConfigError, match=message):
-            config(runs, **changes)
+            config(sums_runs, **changes)
 
 
-def test_projection_keypoints_are_set_up_from_the_config_and_reload_with_the_agent(runs: Path,
+def test_projection_keypoints_are_set_up_from_the_config_and_reload_with_the_agent(sums_runs: Path,
                                                                                    tmp_path: Path) -> None:
-    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.projection_keypoints": 3,
+    cfg = config(sums_runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 256, "encoder.projection_keypoints": 3,
                           "encoder.shared_layers": [16]})
     kwargs = run_observations(cfg, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
     assert kwargs["projection_keypoints"] == 3 and kwargs["projection_scale"] == "number"
@@ -599,14 +607,14 @@ def test_projection_keypoints_are_set_up_from_the_config_and_reload_with_the_age
                              ({"encoder.projection_keypoints": 2, "encoder.standardize": False},
                               r"encoder.standardize=true.*or encoder.projection_keypoints=0")):
         with pytest.raises(ConfigError, match=message):
-            config(runs, **changes)
+            config(sums_runs, **changes)
     plain = tmp_path / "plain.safetensors"
     spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
     save_checkpoint(plain, build_model("vae", input_shape=spec.input_shape, foreground_projections=False,
                                        **TINY_VAE), spec, FAKE)
     with pytest.raises(ConfigError, match=r"encoder.projection_keypoints reads frame projections, but vae latents "
                                           r"are 4-d.*set encoder.projection_keypoints=0"):
-        run_observations(config(runs, **{"encoder.projection_keypoints": 2, "encoder.path": str(plain)}),
+        run_observations(config(sums_runs, **{"encoder.projection_keypoints": 2, "encoder.path": str(plain)}),
                          torch.device("cpu"))
 
 
@@ -643,7 +651,7 @@ def test_shared_layers_are_trained_by_policy_and_value_and_reload(runs: Path) ->
 
 def test_latent_runs_standardise_by_default_and_fine_tuned_or_unstandardised_ones_do_not(runs: Path) -> None:
     cpu = torch.device("cpu")
-    cases = {(): StandardizedLatents, (("encoder.standardize", False),): None,
+    cases = {(): CellConvFeatures, (("encoder.cell_conv", False),): StandardizedLatents, (("encoder.standardize", False),): None,
              (("encoder.finetune", True),): EncoderFeatures}
     for changes, extractor in cases.items():
         observations = run_observations(config(runs, **dict(changes)), cpu)
@@ -652,7 +660,7 @@ def test_latent_runs_standardise_by_default_and_fine_tuned_or_unstandardised_one
 
 # ------------------------------------------------------------------- projections read by 1-D convolutions
 def test_projection_layout_says_where_the_foreground_sums_lie_and_none_without_them() -> None:
-    model = build_model("vae", input_shape=(1, 40, 48), **TINY_VAE)
+    model = build_model("vae", input_shape=(1, 40, 48), **TINY_VAE, **SUMS)
     layout = model.projections()
     assert layout is not None and (layout.start, layout.channels, layout.width, layout.height) == (4, 1, 48, 40)
     assert layout.stop == 4 + 48 + 40 == layout.size == model.latent_dim("mean")
@@ -664,6 +672,7 @@ def test_projection_layout_says_where_the_foreground_sums_lie_and_none_without_t
     np.testing.assert_array_equal(np.flatnonzero(latent[layout.start + 48: layout.stop].numpy()), [10])
     plain = build_model("vae", input_shape=(1, 40, 48), foreground_projections=False, **TINY_VAE)
     assert plain.projections() is None
+    assert build_model("vae", input_shape=(1, 40, 48), **TINY_VAE).projections() is None  # the default: cells alone
     assert build_model("vqvae", input_shape=(1, 40, 48), **TINY_VQVAE).projections() is None
 
 
@@ -717,8 +726,8 @@ def test_projection_conv_rejects_what_it_cannot_read() -> None:
         extractor.fit(np.zeros((1, 166)))
 
 
-def test_projection_conv_run_fits_on_random_play_and_reloads_with_its_scales(runs: Path) -> None:
-    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "encoder.projection_conv": True})
+def test_projection_conv_run_fits_on_random_play_and_reloads_with_its_scales(sums_runs: Path) -> None:
+    cfg = config(sums_runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "encoder.projection_conv": True})
     train_agent(cfg)
     agent = load_agent(cfg.output_dir, device="cpu", n_envs=2)
     extractor = agent.model.policy.features_extractor
@@ -733,37 +742,38 @@ def test_projection_conv_run_fits_on_random_play_and_reloads_with_its_scales(run
     assert extractor.projection_scale[0, 0].item() == pytest.approx(max(columns.std(ddof=1), 0.1), rel=1e-3)
 
 
-def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections(runs: Path,
+def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections(sums_runs: Path,
                                                                                  tmp_path: Path) -> None:
     for changes, message in (({"encoder.finetune": True}, "encoder.finetune=false"),
                              ({"encoder.standardize": False}, "encoder.standardize=true"),
                              ({"encoder.mode": "sample"}, "encoder.mode=mean"),
                              ({"encoder.stack_mode": "delta"}, "encoder.stack_mode=concat")):
         with pytest.raises(ConfigError, match=re.escape(message)):
-            config(runs, **{"encoder.projection_conv": True, **changes})
+            config(sums_runs, **{"encoder.projection_conv": True, **changes})
     plain = tmp_path / "plain.safetensors"
     spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
     save_checkpoint(plain, build_model("vae", input_shape=spec.input_shape, foreground_projections=False,
                                        **TINY_VAE), spec, FAKE)
-    cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(plain)})
+    cfg = config(sums_runs, **{"encoder.projection_conv": True, "encoder.path": str(plain)})
     with pytest.raises(ConfigError, match=r"encoder.projection_conv reads frame projections, but vae latents are "
                                           r"4-d.*set encoder.projection_conv=false"):
         run_observations(cfg, torch.device("cpu"))
-    cfg = config(runs, **{"encoder.projection_blur": 2.0, "encoder.path": str(plain)})
+    cfg = config(sums_runs, **{"encoder.projection_blur": 2.0, "encoder.path": str(plain)})
     with pytest.raises(ConfigError, match=r"encoder.projection_blur reads frame projections, but vae latents are "
                                           r"4-d.*set encoder.projection_blur=0"):
         run_observations(cfg, torch.device("cpu"))
     cells_only = tmp_path / "cells.safetensors"
     save_checkpoint(cells_only, build_model("vae", input_shape=spec.input_shape, foreground_cells=4,
                                             foreground_sums=False, **TINY_VAE), spec, FAKE)
-    cfg = config(runs, **{"encoder.projection_conv": True, "encoder.path": str(cells_only)})
-    with pytest.raises(ConfigError, match=r"vae latents are 4-d \+ 4x4 foreground cells.*model.foreground_sums=true"):
+    cfg = config(sums_runs, **{"encoder.projection_conv": True, "encoder.path": str(cells_only)})
+    with pytest.raises(ConfigError, match=r"vae latents are 4-d \+ 4x4 tent signed foreground cells.*model.foreground_sums=true"):
         run_observations(cfg, torch.device("cpu"))
 
 
 # --------------------------------------------------------------------- cells read by 2-D convolutions
 def test_cell_layout_says_where_the_cells_lie_and_none_without_them() -> None:
-    model = build_model("vae", input_shape=(1, 40, 48), foreground_cells=4, **TINY_VAE)
+    model = build_model("vae", input_shape=(1, 40, 48), foreground_cells=4, foreground_sums=True,
+                        foreground_cell_kernel="box", foreground_cells_signed=False, **TINY_VAE)
     cells = model.cells()
     assert cells is not None and (cells.start, cells.cells, cells.size) == (4 + 48 + 40, 4, 4 + 48 + 40 + 16)
     assert cells.stop == cells.size == model.latent_dim("mean")
@@ -772,7 +782,9 @@ def test_cell_layout_says_where_the_cells_lie_and_none_without_them() -> None:
     with torch.no_grad():
         grid = model.encode_latent(x)[0, cells.start: cells.stop].view(4, 4)
     np.testing.assert_array_equal(np.argwhere(grid.numpy()), [[2, 0]])
-    assert build_model("vae", input_shape=(1, 40, 48), **TINY_VAE).cells() is None
+    assert build_model("vae", input_shape=(1, 40, 48), **TINY_VAE, **SUMS).cells() is None
+    default = build_model("vae", input_shape=(1, 40, 48), **TINY_VAE).cells()
+    assert (default.start, default.cells, default.size, default.signed) == (4, 14, 4 + 14 * 14, True)
     assert build_model("vqvae", input_shape=(1, 40, 48), **TINY_VQVAE).cells() is None
 
 
@@ -880,7 +892,9 @@ def test_cell_conv_widths_set_its_layers_and_join() -> None:
 def cells_encoder(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "cells.safetensors"
     spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))
-    model = build_model("vae", input_shape=spec.input_shape, **{"foreground_cells": 5, **changes, **TINY_VAE})
+    box_cells_beside_sums = {"foreground_cells": 5, "foreground_sums": True, "foreground_cell_kernel": "box",
+                             "foreground_cells_signed": False}
+    model = build_model("vae", input_shape=spec.input_shape, **{**box_cells_beside_sums, **changes, **TINY_VAE})
     return save_checkpoint(path, model, spec, FAKE)
 
 
@@ -915,7 +929,8 @@ def test_cell_conv_needs_frozen_standardised_mean_latents_with_cells(runs: Path,
                            ({"encoder.shared_layers": [32]}, "shared_layers=[32]")):
         with pytest.raises(ConfigError, match=re.escape(f"encoder.{other} asks for another reading: choose one")):
             config(runs, **{"encoder.cell_conv": True, **changes})
-    cfg = config(runs, **{"encoder.cell_conv": True})  # the default tiny encoder has sums, no cells
+    sums = save_encoder(tmp_path / "sums.safetensors", FAKE, **SUMS)
+    cfg = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(sums)})  # sums, no cells
     with pytest.raises(ConfigError, match=r"encoder.cell_conv reads a grid of foreground cells, but vae latents are "
                                           r"4-d \+ 1x\(40\+40\) foreground projections.*model.foreground_cells=14"):
         run_observations(cfg, torch.device("cpu"))
@@ -954,9 +969,11 @@ def test_cell_conv_auto_reads_cells_unless_another_reading_is_asked_for(runs: Pa
     assert extractor(**{"encoder.shared_layers": [32]}) is StandardizedLatents
     assert extractor(**{"encoder.standardize": False}) is None
     assert config(runs, **{"encoder.mode": "sample"}).encoder.other_reading() == "mode=sample"
-    # latents without cells (the default tiny encoder has sums) are read by the MLP, with no error
+    # latents without cells are read by the MLP, with no error; the default encoder's cells by cell conv
+    sums = str(save_encoder(tmp_path / "sums.safetensors", FAKE, **SUMS))
+    assert extractor(**{"encoder.path": sums}) is StandardizedLatents
     default = run_observations(config(runs), torch.device("cpu")).policy_kwargs()
-    assert default["features_extractor_class"] is StandardizedLatents
+    assert default["features_extractor_class"] is CellConvFeatures
 
 
 def test_mlp_reading_pools_signed_cells_only(runs: Path, tmp_path: Path) -> None:

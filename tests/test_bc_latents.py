@@ -67,7 +67,7 @@ def test_raw_frames_are_encoded_at_training_time_and_evaluated_through_the_wrapp
     outputs = run_train_bc(tiny_run(raw, tmp_path / "run", encoder=str(encoders[0])))
     report = json.loads(outputs.eval_json.read_text())
     spec = report["policies"]["cvae"]["policy"]["spec"]
-    assert spec["obs_shape"] == [4 + 16 + 16] and spec["obs_transform"] == f"encoder:{encoders[0]}"
+    assert spec["obs_shape"] == [4 + 14 * 14] and spec["obs_transform"] == f"encoder:{encoders[0]}"
     assert spec["encoder_digest"] == encoder_digest(encoders[0])
     assert report["policies"]["mse"]["eval"]["episodes"] == 2
     # the trained policy, reloaded, is evaluated on demonstrations of the same encoder's latents
@@ -135,5 +135,5 @@ def test_the_readme_pixel_commands_run_end_to_end(tmp_path: Path) -> None:
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, (script, done.stderr[-3000:])
     report = json.loads((tmp_path / "bc" / "eval.json").read_text())
-    assert report["policies"]["cvae"]["policy"]["spec"]["obs_shape"] == [4 + 16 + 16]  # z, foreground sums
+    assert report["policies"]["cvae"]["policy"]["spec"]["obs_shape"] == [4 + 14 * 14]  # z, foreground cells
     assert report["config"]["policy"]["beta"] == 0.01

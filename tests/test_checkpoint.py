@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_VAE
+from conftest import SUMS, TINY_VAE
 from safetensors.torch import load_file, save_file
 
 import vaerl
@@ -173,17 +173,30 @@ def test_check_encoder_env_raises_the_callers_error_with_its_fix(checkpoint: Pat
         check_encoder_env(info, changed, where="enc", fix="Retrain", error=ValueError)
 
 
-def test_checkpoints_from_before_a_default_changed_build_what_they_were(tmp_path: Path, fake_config) -> None:
-    """A VAE written before foreground projections were the default stored no such key: it loads without them."""
+@pytest.mark.parametrize(("built_with", "added_since"), [
+    ({"foreground_projections": False}, ["foreground_projections", "foreground_parts", "foreground_cells",
+                                         "foreground_sums", "foreground_cell_kernel", "foreground_cells_signed"]),
+    (SUMS, ["foreground_parts", "foreground_cells", "foreground_sums", "foreground_cell_kernel",
+            "foreground_cells_signed"]),
+    ({**SUMS, "foreground_parts": 2}, ["foreground_cells", "foreground_sums", "foreground_cell_kernel",
+                                       "foreground_cells_signed"]),
+])
+def test_checkpoints_from_before_a_default_changed_build_what_they_were(
+        tmp_path: Path, fake_config, built_with: dict, added_since: list[str]) -> None:
+    """A VAE written before a setting existed stored no such key: it loads with the setting it was built with
+    (no foreground path before the projections were the default, the row and column sums before the cells)."""
     env = make_env(fake_config)
     spec = preprocess_spec(fake_config, env)
-    model = build_model("vae", input_shape=spec.input_shape, foreground_projections=False, **TINY_VAE).eval()
+    model = build_model("vae", input_shape=spec.input_shape, **built_with, **TINY_VAE).eval()
     path = save_checkpoint(tmp_path / "old.safetensors", model, spec, fake_config.to_dict())
     config = dict(read_checkpoint_info(path).model_config)
-    del config["foreground_projections"]
+    for key in added_since:
+        del config[key]
     _rewrite_metadata(path, model_config=json.dumps(config))
     loaded, _ = load_model(path)
-    assert loaded.object_encoder is None and loaded.latent_dim() == model.latent_dim()
+    assert loaded.latent_dim() == model.latent_dim()
+    assert loaded.describe_latent() == model.describe_latent() != build_model(
+        "vae", input_shape=spec.input_shape, **TINY_VAE).describe_latent()
     x = torch.rand(2, *spec.input_shape)
     torch.testing.assert_close(loaded.encode_latent(x), model.encode_latent(x))
 

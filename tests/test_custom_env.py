@@ -91,7 +91,7 @@ def test_the_readme_custom_env_commands_run_end_to_end(tmp_path: Path) -> None:
 
     latent_env = vaerl.wrap(rendered("CartPole-v1"), run, device="cpu")
     obs, _ = latent_env.reset(seed=0)
-    assert obs.shape == (8 + 32 + 32,) and latent_env.observation_space.contains(obs)
+    assert obs.shape == (8 + 14 * 14,) and latent_env.observation_space.contains(obs)
     assert latent_env.observation_space.contains(latent_env.step(latent_env.action_space.sample())[0])
 
     tiny_agent = ["env.size=[32,32]", "agent.n_envs=2", "agent.hyperparams.n_steps=16", "agent.hyperparams.batch_size=16",

@@ -206,6 +206,6 @@ def test_collect_demos_stores_encoder_latents(tmp_path: Path) -> None:
     out = collect_demos(CollectDemosConfig(env=env_config, episodes=2, out=str(tmp_path / "latents.npz"),
                                            encoder=str(encoder), device="cpu"))
     demos = load_demos(out)
-    assert demos.observations.shape == (demos.num_steps, 4 + 32 + 32) and demos.observations.dtype == np.float32
+    assert demos.observations.shape == (demos.num_steps, 4 + 14 * 14) and demos.observations.dtype == np.float32
     assert demos.metadata.obs_transform == f"encoder:{encoder}"
     assert demos.metadata.observation_space["shape"] == [32, 32, 3]  # the env's own space, for checks

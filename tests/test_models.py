@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_VAE, TINY_VQVAE
+from conftest import REPO, SUMS, TINY_VAE, TINY_VQVAE
 from omegaconf import OmegaConf
 from torch.distributions import Normal, kl_divergence
 
@@ -32,9 +32,9 @@ def test_shapes_round_trip_any_input_size(kind: str, shape: tuple[int, int, int]
 
 def test_vae_default_is_a_half_width_nature_encoder_with_a_wider_decoder() -> None:
     model = build_model("vae", input_shape=(1, 84, 84))
-    # z (32) then the foreground's column and row sums (84 + 84): the latent agents get stays within 256
-    assert model.grid_shape == (32, 7, 7) and model.feature_dim == 32 + 84 + 84 <= 256
-    assert model.describe_latent() == "32-d + 1x(84+84) foreground projections"
+    # z (32) then the foreground summed over 14 x 14 cells: the latent agents get stays within 256
+    assert model.grid_shape == (32, 7, 7) and model.feature_dim == 32 + 14 * 14 <= 256
+    assert model.describe_latent() == "32-d + 14x14 tent signed foreground cells"
     assert [conv.out_channels for conv in model.trunk.net if isinstance(conv, torch.nn.Conv2d)] == [16, 32, 32]
     assert model.dec_grid == (64, 7, 7)  # the decoder starts from NatureCNN's width
     assert model.reconstruct(torch.rand(2, 1, 84, 84)).shape == (2, 1, 84, 84)
@@ -207,11 +207,11 @@ def test_vae_sample_mode_draws_from_the_posterior_with_the_given_generator() -> 
     with torch.no_grad():
         mu, logvar = model.encode(x)
         eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
-        z, projections = model.encode_latent(x, "sample", generator=torch.Generator().manual_seed(7)).split([4, 64], 1)
+        z, cells = model.encode_latent(x, "sample", generator=torch.Generator().manual_seed(7)).split([4, 14 * 14], 1)
     torch.testing.assert_close(z, mu + eps * torch.exp(0.5 * logvar))
     assert not torch.allclose(z, mu)
-    # the foreground projections are deterministic: the same as in the mean latent
-    torch.testing.assert_close(projections, model.encode_latent(x)[:, 4:])
+    # the foreground cells are deterministic: the same as in the mean latent
+    torch.testing.assert_close(cells, model.encode_latent(x)[:, 4:])
 
 
 def test_vqvae_sample_mode_is_its_deterministic_mean() -> None:
@@ -224,10 +224,13 @@ def test_vqvae_sample_mode_is_its_deterministic_mean() -> None:
 def test_latent_spaces_and_descriptions_follow_the_architecture() -> None:
     vae = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE)
     vq = build_model("vqvae", input_shape=(1, 32, 32), **TINY_VQVAE)  # two stride-2 layers: an 8x8 grid
-    assert vae.latent_space("sample") == gym.spaces.Box(-np.inf, np.inf, (4 + 32 + 32,), np.float32)
+    sums = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE, **SUMS)
+    assert vae.latent_space("sample") == gym.spaces.Box(-np.inf, np.inf, (4 + 14 * 14,), np.float32)
+    assert sums.latent_space("sample") == gym.spaces.Box(-np.inf, np.inf, (4 + 32 + 32,), np.float32)
     assert vq.latent_shape("mean") == (4, 8, 8) and vq.latent_shape("indices") == (8, 8)
     assert vq.latent_space("indices") == gym.spaces.MultiDiscrete(np.full(64, 16))
-    assert (vae.describe_latent(), vq.describe_latent()) == ("4-d + 1x(32+32) foreground projections", "8x8x4 grid")
+    assert (vae.describe_latent(), vq.describe_latent()) == ("4-d + 14x14 tent signed foreground cells", "8x8x4 grid")
+    assert sums.describe_latent() == "4-d + 1x(32+32) foreground projections"
     assert build_model("vae", input_shape=(1, 32, 32), foreground_projections=False, **TINY_VAE).describe_latent() == "4-d"
     assert vae.input_shape == vq.input_shape == (1, 32, 32)
     torch.testing.assert_close(vq.codebook, vq.quantizer.codebook)
@@ -261,7 +264,7 @@ def test_vae_traversal_axes_put_the_dimensions_with_most_kl_first() -> None:
     kl = model.kl_per_dimension(x)
     assert axes.dims == torch.argsort(kl, descending=True)[:3].tolist()
     assert axes.details["kl"] == sorted(axes.details["kl"], reverse=True)
-    latent = torch.zeros(4 + 32 + 32)  # z, then the foreground projections, which traversals leave alone
-    expected = torch.zeros(2, 68)
+    latent = torch.zeros(4 + 14 * 14)  # z, then the foreground cells, which traversals leave alone
+    expected = torch.zeros(2, 4 + 14 * 14)
     expected[:, 2] = torch.tensor([-1.0, 1.0])
     torch.testing.assert_close(model.traverse(latent, 2, torch.tensor([-1.0, 1.0])), expected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SUMS
 
 from vaerl.models import build_model
 from vaerl.models.objects import (
@@ -54,11 +55,12 @@ def test_maps_are_outer_products() -> None:
 @pytest.mark.parametrize(("path", "extra"), [
     ({"foreground_projections": False}, 0),
     ({"object_channels": 2, "foreground_projections": False}, 2 * (42 + 42)),
-    ({"foreground_projections": True}, 84 + 84),
-    ({"foreground_parts": 3}, 84 + 84 + 3 * PART_STATS),
-    ({"foreground_cells": 7}, 84 + 84 + 7 * 7),
-    ({"foreground_parts": 2, "foreground_cells": 4}, 84 + 84 + 2 * PART_STATS + 4 * 4),
-    ({"foreground_cells": 14, "foreground_sums": False}, 14 * 14),
+    ({}, 14 * 14),
+    ({"foreground_cells": 0, "foreground_sums": True}, 84 + 84),
+    ({"foreground_parts": 3, **SUMS}, 84 + 84 + 3 * PART_STATS),
+    ({"foreground_cells": 7, "foreground_sums": True}, 84 + 84 + 7 * 7),
+    ({"foreground_parts": 2, "foreground_cells": 4, "foreground_sums": True}, 84 + 84 + 2 * PART_STATS + 4 * 4),
+    ({"foreground_parts": 2}, 14 * 14 + 2 * PART_STATS),
 ])
 def test_latent_holds_objects_and_decodes_from_them(path: dict, extra: int) -> None:
     torch.manual_seed(0)
@@ -261,7 +263,7 @@ def test_training_separates_objects_that_share_rows_into_parts() -> None:
 
     torch.manual_seed(0)
     model = build_model("vae", input_shape=(1, 32, 32), encoder_layers=[[8, 4, 2, 1], [16, 4, 2, 1]],
-                        hidden_dim=32, latent_dim=4, foreground_parts=2)
+                        hidden_dim=32, latent_dim=4, foreground_parts=2, **SUMS)
     assert min(best_tracking(model)) < 0.9
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(100):
@@ -417,9 +419,10 @@ def test_signed_cells_add_the_ball_alike_in_front_of_anything() -> None:
     model = build_model("vae", input_shape=(1, 84, 84), foreground_cells=14, foreground_sums=False,
                         foreground_cell_kernel="tent", foreground_cells_signed=True)
     assert model.describe_latent() == "32-d + 14x14 tent signed foreground cells" and model.cells().signed
-    assert not build_model("vae", input_shape=(1, 84, 84), foreground_cells=14).cells().signed
-    with pytest.raises(ValueError, match="set foreground_cells > 0 or foreground_cells_signed=false"):
-        build_model("vae", input_shape=(1, 84, 84), foreground_cells_signed=True)
+    assert build_model("vae", input_shape=(1, 84, 84)).cells() == model.cells()  # the default
+    assert not build_model("vae", input_shape=(1, 84, 84), foreground_cells_signed=False).cells().signed
+    sums = build_model("vae", input_shape=(1, 84, 84), foreground_cells_signed=True, **SUMS)  # no cells to sign
+    assert sums.cells() is None and not sums.config.foreground_cells_signed
 
 
 def test_cell_picture_is_the_pooled_foreground_when_cells_are_the_pooling_blocks() -> None:
@@ -441,14 +444,14 @@ def test_cells_round_trip_through_the_flat_latent_and_refuse_bad_sizes() -> None
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match=r"\+ 2 x 5 part statistics \+ 3 x 3 cells\), got \(2, 58\)"):
         ObjectProjections.unflatten(flat, 1, encoder.grid, num_parts=2, cells=3)
-    with pytest.raises(ValueError, match="foreground_projections=true or foreground_cells=0"):
-        build_model("vae", input_shape=(1, 84, 84), foreground_projections=False, foreground_cells=7)
+    plain = build_model("vae", input_shape=(1, 84, 84), foreground_projections=False, foreground_cells=7)
+    assert plain.describe_latent() == "32-d" and plain.cells() is None  # no foreground path, so no cells
     with pytest.raises(ValueError, match=r"foreground_cells must be between 0 and the frame's smaller side \(63\)"):
         build_model("vae", input_shape=(1, 85, 63), foreground_cells=64)
 
 
 def test_a_foreground_path_without_sums_keeps_its_cells_and_has_no_projection_layout() -> None:
-    model = build_model("vae", input_shape=(1, 84, 84), foreground_cells=14, foreground_sums=False)
+    model = build_model("vae", input_shape=(1, 84, 84), foreground_cell_kernel="box", foreground_cells_signed=False)
     assert model.describe_latent() == "32-d + 14x14 foreground cells" and model.projections() is None
     with pytest.raises(ValueError, match="foreground_sums=false leaves the foreground path empty"):
-        build_model("vae", input_shape=(1, 84, 84), foreground_sums=False)
+        build_model("vae", input_shape=(1, 84, 84), foreground_cells=0)

@@ -72,18 +72,25 @@ def test_model_with_parts_draws_them(tmp_path: Path) -> None:
     bottom = image[98 + 2:-2].astype(int)
     assert (bottom.max(-1) == 0).mean() > 0.2
     assert ((bottom.max(-1) - bottom.min(-1)) > 30).sum() > 20
-    assert vaerl.load_encoder(run, "cpu").latent_dim() == 4 + 32 + 32 + 2 * 5
+    assert vaerl.load_encoder(run, "cpu").latent_dim() == 4 + 14 * 14 + 2 * 5  # beside the default cells
 
 
-@pytest.mark.parametrize(("kernel", "named"), [("box", ""), ("tent", " tent")])
-def test_model_with_cells_pretrains_and_reloads_with_them(tmp_path: Path, kernel: str, named: str) -> None:
+@pytest.mark.parametrize(("cells", "named"), [
+    ({}, "14x14 tent signed foreground cells"),  # the default
+    ({"foreground_cells": 4, "foreground_sums": True, "foreground_cell_kernel": "box", "foreground_cells_signed": False},
+     "1x(32+32) foreground projections + 4x4 foreground cells"),
+    ({"foreground_cells": 4, "foreground_sums": True, "foreground_cells_signed": False},
+     "1x(32+32) foreground projections + 4x4 tent foreground cells"),
+])
+def test_model_with_cells_pretrains_and_reloads_with_them(tmp_path: Path, cells: dict, named: str) -> None:
     cfg = tiny_config(tmp_path)
-    cfg.model = {**cfg.model, "foreground_cells": 4, "foreground_cell_kernel": kernel}
+    cfg.model = {**cfg.model, **cells}
     pretrain(cfg)
     encoder = vaerl.load_encoder(tmp_path / "run", "cpu")
-    assert encoder.latent_dim() == 4 + 32 + 32 + 4 * 4
-    assert encoder.model.describe_latent() == f"4-d + 1x(32+32) foreground projections + 4x4{named} foreground cells"
-    assert encoder.model.object_encoder.cell_kernel == kernel
+    size = cells.get("foreground_cells", 14)
+    assert encoder.latent_dim() == 4 + (32 + 32 if cells else 0) + size * size
+    assert encoder.model.describe_latent() == f"4-d + {named}"
+    assert encoder.model.object_encoder.cell_kernel == cells.get("foreground_cell_kernel", "tent")
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:

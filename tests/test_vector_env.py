@@ -110,7 +110,7 @@ def test_gymnasium_wrapper_on_ale_pys_own_vector_env(tmp_path) -> None:
     ale = ale_py.AtariVectorEnv("breakout", 2, stack_num=1, episodic_life=True, autoreset_mode="SameStep")
     venv = vaerl.wrap(ale, ckpt, device="cpu", stack=2, preprocess={"source_shape": (1, 84, 84), "layout": "chw"})
     obs, _ = venv.reset(seed=0)
-    dim = 4 + 84 + 84  # z, then the foreground's column and row sums
+    dim = 4 + 14 * 14  # z, then the foreground summed over 14 x 14 cells
     assert obs.shape == (2, 2 * dim) and obs in venv.observation_space
     for _ in range(500):  # a lost life ends (and resets) an ale-py episode here
         obs, _, terminated, truncated, info = venv.step(np.ones(2, dtype=np.int64))

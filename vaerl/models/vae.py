@@ -35,6 +35,11 @@ from vaerl.models.objects import (
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
+PLAIN_VAE_BEFORE_DEFAULTS: dict[str, Any] = {
+    "foreground_projections": False, "foreground_parts": 0, "foreground_cells": 0, "foreground_sums": True,
+    "foreground_cell_kernel": "box", "foreground_cells_signed": False}
+"""What the VAE's later settings were before each existed: checkpoints written earlier lack the key."""
+
 
 @dataclass
 class VAEConfig:
@@ -60,27 +65,35 @@ class VAEConfig:
     object_channels: int = 0
     """Learned object channels beside the Gaussian latent (:class:`vaerl.models.objects.ObjectEncoder`)."""
     foreground_projections: bool = True
-    """The foreground's row and column sums beside the Gaussian latent
-    (:class:`vaerl.models.objects.ForegroundProjections`)."""
+    """The foreground path beside the Gaussian latent: fixed sums of the frame's foreground, by default over a
+    grid of cells (:class:`vaerl.models.objects.ForegroundProjections`). ``false`` gives the plain VAE, and
+    the ``foreground_*`` settings below then do not apply (the cells are set to none)."""
     foreground_parts: int = 0
     """Learned parts of the foreground, each handed on as its mass, centre and spread (5 numbers); needs
     ``foreground_projections``."""
-    foreground_cells: int = 0
-    """Sums of the foreground over a ``G x G`` grid of cells beside its row and column sums (``G * G``
-    numbers): which column goes with which row; needs ``foreground_projections``."""
-    foreground_sums: bool = True
+    foreground_cells: int = 14
+    """Sums of the foreground over a ``G x G`` grid of cells (``G * G`` numbers): where each thing is, and
+    which column goes with which row. 0: none."""
+    foreground_sums: bool = False
     """The foreground's row and column sums (``H + W`` numbers); ``false`` keeps only its cells (and parts)."""
-    foreground_cell_kernel: str = "box"
+    foreground_cell_kernel: str = "tent"
     """How a pixel goes to the cells: ``box`` (into its one cell) or ``tent`` (split between the nearest
     cell centres, so the cells keep places to a fraction of a pixel); see
     :func:`vaerl.models.objects.cell_assignment`."""
-    foreground_cells_signed: bool = False
+    foreground_cells_signed: bool = True
     """Cells of the frame minus its background instead of its distance from it: an object adds its intensity
     to its cells in front of anything, also in front of a brighter background (see
-    :class:`vaerl.models.objects.ForegroundProjections`); needs ``foreground_cells``."""
+    :class:`vaerl.models.objects.ForegroundProjections`). Only where there are cells."""
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
+        # the cells are on by default: without the foreground path there are none, and without cells
+        # nothing is summed signed, so ``foreground_projections=false`` alone is the plain VAE and
+        # ``foreground_cells=0 foreground_sums=true`` alone the row and column sums
+        if not self.foreground_projections:
+            self.foreground_cells = 0
+        if not self.foreground_cells:
+            self.foreground_cells_signed = False
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.latent_dim < 1:
@@ -98,12 +111,6 @@ class VAEConfig:
         if not 0 <= self.foreground_cells <= min(self.input_shape[1:]):
             raise ValueError(f"foreground_cells must be between 0 and the frame's smaller side "
                              f"({min(self.input_shape[1:])}), got {self.foreground_cells}")
-        if self.foreground_cells and not self.foreground_projections:
-            raise ValueError("foreground_cells sum the foreground of the foreground projections over a grid; set "
-                             "foreground_projections=true or foreground_cells=0")
-        if self.foreground_cells_signed and not self.foreground_cells:
-            raise ValueError("foreground_cells_signed says how the cells sum the frame, but there are no cells; set "
-                             "foreground_cells > 0 or foreground_cells_signed=false")
         if self.foreground_cell_kernel not in CELL_KERNELS:
             raise ValueError(f"foreground_cell_kernel must be one of {CELL_KERNELS}, got {self.foreground_cell_kernel!r}")
         if self.foreground_projections and not (self.foreground_sums or self.foreground_cells or self.foreground_parts):
@@ -141,8 +148,9 @@ class VAE(FrameModel):
 
     @classmethod
     def stored_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        # checkpoints from before foreground projections were the default have none
-        return {"foreground_projections": False, **config}
+        # a checkpoint stores every setting its vaerl had; the ones it lacks were added later, and what it
+        # was built with is their setting before it became a default
+        return {**PLAIN_VAE_BEFORE_DEFAULTS, **config}
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
