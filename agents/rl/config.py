@@ -64,7 +64,7 @@ class EncoderOptions:
     fixed (:class:`agents.rl.features.StandardizedLatents`). Frozen encoders only: a fine-tuned one
     (``finetune``) learns its own scale, and the setting does not apply to it."""
     projection_scale: str = "number"
-    """How ``standardize`` scales the latents' frame projections (the default VAE's foreground sums): ``axis``,
+    """How ``standardize`` scales the latents' frame projections (a VAE's foreground row and column sums): ``axis``,
     one scale per axis (their spread over all places), so a column keeps its shape however many bricks are
     gone; ``number``, each number by its own spread, as every other number (the default: on Breakout ``axis``
     learned no better, BENCHMARKS.md)."""
@@ -86,7 +86,7 @@ class EncoderOptions:
     policy shares NatureCNN and its 512-unit layer; the heads on top are then linear, and the agent's
     ``net_arch`` does not apply. Empty: the heads' own MLPs (``net_arch``) read the latents."""
     projection_conv: bool = False
-    """Read the latents' frame projections (the default VAE's foreground sums) with 1-D convolutions shared
+    """Read the latents' frame projections (a VAE's foreground row and column sums) with 1-D convolutions shared
     along each axis, as the pixel baseline's NatureCNN reads frames, and standardise the other numbers
     (:class:`agents.rl.features.ProjectionConvFeatures`). Frozen encoders with projections only."""
     cell_conv: bool | str = "auto"

@@ -2,9 +2,10 @@
 
 Two paths, either of which a VAE can carry beside its Gaussian latent:
 
-* :class:`ForegroundProjections` (the default): the column and row sums of the frame's distance from the
-  static background, and its sums over a coarse grid of cells. Nothing learned, nothing dropped; see its
-  docstring. Optionally a learned partition of that foreground into parts, each handed on as its mass,
+* :class:`ForegroundProjections` (the default): sums of the frame's foreground (its difference from, or
+  distance from, the static background) over a coarse grid of cells, by default the frame minus the
+  background over 14 x 14 tent cells, and its column and row sums. Nothing learned, nothing dropped; see
+  its docstring. Optionally a learned partition of that foreground into parts, each handed on as its mass,
   centre and spread, so that objects sharing rows (Pong's paddles) come apart.
 * :class:`ObjectEncoder` (experimental, learned object channels), described below.
 
