@@ -9,13 +9,15 @@
    with the default encoder and with a NatureCNN-width one (32-64-64 channels, twice the default's).
 2. Encoder throughput at batch 8 and 64.
 3. PPO training speed with the RL Zoo Atari settings (configs/agent/ppo.yaml, 8 envs, n_steps 128):
-   CnnPolicy on pixels vs MlpPolicy on standardised latents (as train_agent.py builds them), and with each
-   opt-in policy option of POLICY_OPTIONS: layers shared by policy and value (encoder.shared_layers=[512,512]),
-   projections blurred along their axis (encoder.projection_blur=2), 8 learned keypoints per axis
-   (encoder.projection_keypoints=8), projections moved by up to 4 places in PPO's updates
-   (encoder.projection_shift=4), projections read by 1-D convolutions (encoder.projection_conv=true), and, for
-   an encoder with foreground cells (--encoder), cells read by 2-D convolutions (encoder.cell_conv=true), also
-   with twice the filters and a 512-unit join (encoder.cell_conv_widths=[32,64] encoder.cell_conv_features=512).
+   CnnPolicy on pixels vs MlpPolicy on standardised latents, and with each policy option of POLICY_OPTIONS
+   that fits the encoder: for latents with foreground cells (the default encoder's), cells read by 2-D
+   convolutions ("cell conv", what train_agent.py builds for them: encoder.cell_conv=auto), also with twice
+   the filters and a 512-unit join (encoder.cell_conv_widths=[32,64] encoder.cell_conv_features=512); layers
+   shared by policy and value (encoder.shared_layers=[512,512]); and for latents with row and column sums
+   (model.foreground_cells=0 model.foreground_sums=true), projections blurred along their axis
+   (encoder.projection_blur=2), 8 learned keypoints per axis (encoder.projection_keypoints=8), projections
+   moved by up to 4 places in PPO's updates (encoder.projection_shift=4), projections read by 1-D
+   convolutions (encoder.projection_conv=true).
 
 Without --encoder a random-init encoder of the default architecture (configs/model/vae.yaml) is timed:
 speed does not depend on the weights.
@@ -55,8 +57,7 @@ from vaerl.wrappers import LatentVecEnv
 REPO = Path(__file__).resolve().parents[1]
 gym.register_envs(ale_py)  # the NoFrameskip-v4 ids SB3's make_atari_env uses
 N_ENVS, LATENT_STACK = 8, 4
-# opt-in policy options timed beside the default policy (encoder.<option> of train_agent.py), as measured in
-# BENCHMARKS.md
+# policy options timed beside the MLP (encoder.<option> of train_agent.py), as measured in BENCHMARKS.md
 POLICY_OPTIONS: dict[str, dict] = {
     "shared layers": {"shared_layers": (512, 512)},
     "projection blur": {"projection_blur": 2.0},
