@@ -505,7 +505,9 @@ def test_projection_blur_is_set_up_from_the_config_and_reloads_with_the_agent(su
     assert reloaded.scale_group.max().item() == -1  # scaled number by number, as asked
     for changes, message in (({"encoder.projection_blur": -1.0}, r"encoder.projection_blur is a Gaussian's sigma"),
                              ({"encoder.projection_blur": 1.0, "encoder.projection_conv": True},
-                              r"encoder.projection_conv=false, or encoder.projection_blur=0")):
+                              r"encoder.projection_blur=1.0 asks for another reading: choose one"),
+                             ({"encoder.projection_blur": 1.0, "encoder.finetune": True},
+                              r"set encoder.finetune=false and encoder.standardize=true, or encoder.projection_blur=0")):
         with pytest.raises(ConfigError, match=message):
             config(sums_runs, **changes)
 
@@ -744,11 +746,13 @@ def test_projection_conv_run_fits_on_random_play_and_reloads_with_its_scales(sum
 
 def test_projection_conv_needs_frozen_standardised_mean_latents_with_projections(sums_runs: Path,
                                                                                  tmp_path: Path) -> None:
-    for changes, message in (({"encoder.finetune": True}, "encoder.finetune=false"),
-                             ({"encoder.standardize": False}, "encoder.standardize=true"),
-                             ({"encoder.mode": "sample"}, "encoder.mode=mean"),
-                             ({"encoder.stack_mode": "delta"}, "encoder.stack_mode=concat")):
-        with pytest.raises(ConfigError, match=re.escape(message)):
+    for changes, other in (({"encoder.finetune": True}, "finetune=True"),
+                           ({"encoder.standardize": False}, "standardize=False"),
+                           ({"encoder.mode": "sample"}, "mode=sample"),
+                           ({"encoder.stack_mode": "delta"}, "stack_mode=delta"),
+                           ({"encoder.projection_scale": "axis"}, "projection_scale=axis")):
+        with pytest.raises(ConfigError, match=re.escape(f"encoder.{other} asks for another reading: choose one (set "
+                                                        "encoder.projection_conv=false")):
             config(sums_runs, **{"encoder.projection_conv": True, **changes})
     plain = tmp_path / "plain.safetensors"
     spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))

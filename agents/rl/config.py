@@ -104,16 +104,17 @@ class EncoderOptions:
     preprocess: dict[str, Any] = field(default_factory=dict)
     """Overrides of the checkpoint's preprocessing spec (``source_shape``, ``layout``, ``image_key``, ...)."""
 
-    def other_reading(self) -> str | None:
-        """The first option set that reads the latents otherwise than ``cell_conv`` does, as ``name=value``
-        (``cell_conv=auto`` then leaves the cells to the MLP), or None."""
+    def other_reading(self, reader: str = "cell_conv") -> str | None:
+        """The first option set that reads the latents otherwise than ``reader`` (``cell_conv`` or
+        ``projection_conv``, which read frozen, stacked mean latents and standardise them themselves) does, as
+        ``name=value``, or None. ``cell_conv=auto`` leaves the cells to the MLP when there is one."""
         asked = {"finetune": self.finetune, "standardize": not self.standardize, "mode": self.mode != "mean",
                  "stack_mode": self.stack_mode != "concat", "projection_scale": self.projection_scale != "number",
                  "projection_blur": self.projection_blur,
                  "projection_keypoints": self.projection_keypoints, "projection_shift": self.projection_shift,
                  "shared_layers": self.shared_layers, "projection_conv": self.projection_conv}
         for name, value in asked.items():
-            if value:
+            if value and name != reader:
                 return f"{name}={getattr(self, name)}"
         return None
 
@@ -148,10 +149,9 @@ class EncoderOptions:
                                  ("projection_keypoints", self.projection_keypoints, "0"),
                                  ("projection_shift", self.projection_shift, "0"),
                                  ("shared_layers", self.shared_layers, "[]")):
-            if value and (self.finetune or not self.standardize or self.projection_conv):
+            if value and (self.finetune or not self.standardize):
                 raise ConfigError(f"encoder.{name} works on frozen latents in their standardisation: set "
-                                  "encoder.finetune=false, encoder.standardize=true and encoder.projection_conv=false, "
-                                  f"or encoder.{name}={off}")
+                                  f"encoder.finetune=false and encoder.standardize=true, or encoder.{name}={off}")
         if any(width < 1 for width in self.cell_conv_widths) or not self.cell_conv_widths or self.cell_conv_features < 1:
             raise ConfigError(f"encoder.cell_conv_widths must be one or more positive filter counts and "
                               f"encoder.cell_conv_features a positive width, got {self.cell_conv_widths} and "
@@ -160,18 +160,11 @@ class EncoderOptions:
                                         or self.cell_conv_features != CELL_CONV_FEATURES):
             raise ConfigError("encoder.cell_conv_widths and encoder.cell_conv_features shape the cell convolutions: "
                               "set encoder.cell_conv=auto or true, or leave them at their defaults")
-        if self.cell_conv is True and (other := self.other_reading()) is not None:
-            raise ConfigError(f"encoder.cell_conv=true reads frozen, stacked mean latents and standardises them "
-                              f"itself, but encoder.{other} asks for another reading: choose one (set "
-                              f"encoder.cell_conv=auto or false, or leave encoder.{other.split('=')[0]} at its "
-                              "default)")
-        if self.projection_conv:
-            if self.finetune or not self.standardize:
-                raise ConfigError("encoder.projection_conv=true reads frozen latents and standardises them itself: "
-                                  "set encoder.finetune=false and encoder.standardize=true, or projection_conv=false")
-            if self.mode != "mean" or self.stack_mode != "concat":
-                raise ConfigError("encoder.projection_conv=true reads stacked mean latents: set encoder.mode=mean and "
-                                  "encoder.stack_mode=concat, or projection_conv=false")
+        for reader, off in (("cell_conv", "auto or false"), ("projection_conv", "false")):
+            if getattr(self, reader) is True and (other := self.other_reading(reader)) is not None:
+                raise ConfigError(f"encoder.{reader}=true reads frozen, stacked mean latents and standardises them "
+                                  f"itself, but encoder.{other} asks for another reading: choose one (set "
+                                  f"encoder.{reader}={off}, or leave encoder.{other.split('=')[0]} at its default)")
         if self.finetune and self.mode != "mean":
             raise ConfigError("encoder.finetune=true trains on the deterministic features: use encoder.mode=mean")
 
