@@ -342,3 +342,29 @@ def test_probe_encoder_reports_categories_and_the_reward_probe(tmp_path, checkpo
     else:
         assert report.reward == {} and "without rewards" in report.info["reward"]["skipped"]
         assert "reward probe skipped" in report.table()
+
+
+def test_the_gaussian_part_alone_is_probed_without_the_foreground_path(tmp_path, checkpoint, monkeypatch):
+    """``probe.part=gaussian`` fits the probes on a VAE's Gaussian means alone (what training adds to the fixed
+    foreground path), for the encoder and its random init alike; other families have no such part."""
+    from vaerl import load_encoder
+    from vaerl.evaluation import probes
+
+    encoder = load_encoder(checkpoint, "cpu")
+    dataset = _frames_with_rewards(tmp_path / "frames", rewards=False)
+    settings = ProbeSettings(min_episode_length=10, max_epochs=2, patience=1, batch_size=64, part="gaussian")
+    if encoder.kind != "vae":
+        with pytest.raises(ValueError, match="use probe.part=all"):
+            probe_encoder(encoder, dataset, find_annotation("vaerl/FakeFrames-v0"), settings=settings)
+        return
+    widths = []
+    fit = probes.fit_linear_probes
+    monkeypatch.setattr(probes, "fit_linear_probes", lambda x, *args, **kw: widths.append(x.shape[1]) or fit(x, *args, **kw))
+    report = probe_encoder(encoder, dataset, find_annotation("vaerl/FakeFrames-v0"), settings=settings)
+    assert encoder.latent_dim() > encoder.model.config.latent_dim  # the latent agents get holds the cells too
+    assert widths == [encoder.model.config.latent_dim] * 2 and report.info["part"] == "gaussian"
+
+
+def test_an_unknown_part_is_named():
+    with pytest.raises(ValueError, match="probe.part must be one of"):
+        ProbeSettings(part="cells")

@@ -15,13 +15,16 @@ import numpy as np
 import torch
 
 from vaerl.data.dataset import FrameDataset
+from vaerl.errors import DatasetError
 
 
 class BatchLoader:
     """Endless iterator of uint8 ``(B, C*frame_stack, H, W)`` tensors drawn from ``indices``.
 
     ``skip`` batches are drawn (not loaded) first, so a run resumed at step ``skip`` sees the same
-    batches as one that was never interrupted.
+    batches as one that was never interrupted. With ``pair_offset=k > 0`` a batch is ``B / 2`` frames drawn
+    from those that have a frame ``k`` steps later in their episode, then those later frames in the same
+    order (objectives over pairs of frames, :attr:`vaerl.models.FrameModel.pair_offset`).
     """
 
     def __init__(
@@ -35,11 +38,17 @@ class BatchLoader:
         skip: int = 0,
         prefetch: int = 4,
         pin_memory: bool = False,
+        pair_offset: int = 0,
     ) -> None:
         if len(indices) == 0:
             raise ValueError("cannot draw batches from an empty index set")
         self.dataset, self.indices = dataset, np.asarray(indices)
-        self.batch_size, self.frame_stack = batch_size, frame_stack
+        self.batch_size, self.frame_stack, self.pair_offset = batch_size, frame_stack, pair_offset
+        if pair_offset:
+            if batch_size % 2:
+                raise ValueError(f"a batch of pairs of frames needs an even batch size, got {batch_size}: set "
+                                 "train.batch_size to an even number (per process, under torchrun)")
+            self.indices = frames_with_partner(dataset, self.indices, pair_offset)
         self.pin_memory = pin_memory
         self.rng = np.random.default_rng(seed)
         for _ in range(skip):  # a resumed run draws the batches an uninterrupted one would have drawn next
@@ -69,8 +78,10 @@ class BatchLoader:
             self._thread.join(timeout=0.05)
 
     def _draw(self) -> np.ndarray:
-        """The sorted frame indices of the next batch."""
-        return np.sort(self.rng.choice(self.indices, size=self.batch_size, replace=len(self.indices) < self.batch_size))
+        """The frame indices of the next batch: sorted, or sorted anchors then their partners."""
+        size = self.batch_size // 2 if self.pair_offset else self.batch_size
+        picks = np.sort(self.rng.choice(self.indices, size=size, replace=len(self.indices) < size))
+        return np.concatenate([picks, picks + self.pair_offset]) if self.pair_offset else picks
 
     def _produce(self) -> None:
         while not self._stop.is_set():
@@ -84,6 +95,18 @@ class BatchLoader:
                     break
                 except queue.Full:
                     continue
+
+
+def frames_with_partner(dataset: FrameDataset, indices: np.ndarray, offset: int) -> np.ndarray:
+    """Those of ``indices`` whose episode goes on for ``offset`` more frames (episodes are stored contiguously)."""
+    episodes = dataset.episodes
+    later = np.minimum(indices + offset, len(episodes) - 1)
+    kept = indices[(indices + offset < len(episodes)) & (episodes[later] == episodes[indices])]
+    if len(kept) == 0:
+        raise DatasetError(f"no frame of dataset {dataset.path} has a frame {offset} steps later in its episode, so "
+                           f"there are no pairs for contrast_offset={offset}: lower model.contrast_offset, or collect "
+                           "longer episodes (more data.frames)")
+    return kept
 
 
 def iterate_in_order(dataset: FrameDataset, indices: np.ndarray, batch_size: int, frame_stack: int = 1) -> Iterator[torch.Tensor]:

@@ -300,6 +300,19 @@ def score_reward(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | No
 
 
 # ---------------------------------------------------------------------------------------------- the protocol
+PROBED_PARTS = ("all", "gaussian")
+
+
+def probed_columns(encoder: Encoder, part: str) -> slice:
+    """The columns of ``encoder``'s latent that ``part`` (:attr:`ProbeSettings.part`) names."""
+    if part == "all":
+        return slice(None)
+    if encoder.kind != "vae":
+        raise ValueError(f"probe.part={part!r} probes a VAE's Gaussian part; this is a {encoder.kind} encoder: "
+                         "use probe.part=all")
+    return slice(0, int(encoder.model.config.latent_dim))
+
+
 @dataclass
 class ProbeSettings:
     """How probe frames are collected and probes trained (defaults: AtariARI, except where noted)."""
@@ -317,6 +330,9 @@ class ProbeSettings:
     """Drop test frames identical to a train or validation frame."""
     mode: str = "mean"
     """Encoder output that is probed: ``mean`` (VAE posterior mean / VQ-VAE quantised grid) or ``sample``."""
+    part: str = "all"
+    """Which of its numbers: ``all``, the latent the wrappers hand agents, or ``gaussian``, a VAE's Gaussian part
+    alone (without its foreground path, which a random-init encoder has too): what training adds."""
     lr: float = 1e-3
     """Adam learning rate on standardised features (AtariARI: 3e-4 on raw features)."""
     batch_size: int = 128
@@ -330,6 +346,8 @@ class ProbeSettings:
     def __post_init__(self) -> None:
         if self.mode not in ("mean", "sample"):
             raise ValueError(f"probe.mode must be 'mean' or 'sample', got {self.mode!r}")
+        if self.part not in PROBED_PARTS:
+            raise ValueError(f"probe.part must be one of {PROBED_PARTS}, got {self.part!r}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError(f"probe.val_fraction ({self.val_fraction}) and probe.test_fraction ({self.test_fraction}) "
                              "must be in (0, 1) and leave episodes for training")
@@ -467,6 +485,7 @@ def probe_encoder(
     When the dataset also holds rewards, the reward probe runs on the same split and features.
     """
     settings = settings or ProbeSettings()
+    columns = probed_columns(encoder, settings.part)  # a part the encoder lacks stops before any work
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}: choose from {BASELINES}")
@@ -500,7 +519,8 @@ def probe_encoder(
         encoders["random_init"] = random_init_encoder(encoder, seed)
     for method, enc in encoders.items():
         log.info("probing %s features of %s on %d variables", method, annotation.name, len(names))
-        feats = {part: enc.encode_dataset(dataset, getattr(split, part), settings.mode, settings.encode_batch_size)
+        feats = {part: enc.encode_dataset(dataset, getattr(split, part), settings.mode,
+                                          settings.encode_batch_size)[:, columns]
                  for part in ("train", "val", "test")}
         fit_options = {"lr": settings.lr, "batch_size": settings.batch_size, "max_epochs": settings.max_epochs,
                        "patience": settings.patience, "weight_decay": settings.weight_decay, "seed": seed,
@@ -521,7 +541,7 @@ def probe_encoder(
     sizes = {"train": len(split.train), "val": len(split.val), "test": len(split.test), "duplicates": duplicates,
              "episodes": len(np.unique(dataset.episodes[used])), "short_episodes": split.short_episodes}
     info = {"entropy_threshold": settings.entropy_threshold, "mode": settings.mode, "kind": encoder.kind,
-            "latent_dim": encoder.latent_dim(settings.mode), "latent": encoder.describe_latent(),
+            "latent_dim": encoder.latent_dim(settings.mode), "latent": encoder.describe_latent(), "part": settings.part,
             "epochs": epochs, "dataset": str(dataset.path),
             "input_shape": list(encoder.spec.input_shape), "settings": dataclasses.asdict(settings),
             "reward": reward_info}

@@ -105,10 +105,12 @@ def run_probe(cfg: ProbeRunConfig) -> ProbeReport:
     encoder, path = resolve_encoder(cfg.encoder, cfg.env, cfg.kind, cfg.runs_root, cfg.seed, cfg.device)
     report = probe_checkpoint(encoder, path, cfg.data_root, cfg.probe, cfg.annotations, cfg.baselines,
                               cfg.seed, cfg.progress)
-    out = Path(cfg.out) if cfg.out else path.parent / "probe.json"
+    default_name = "probe.json" if cfg.probe.part == "all" else f"probe-{cfg.probe.part}.json"
+    out = Path(cfg.out) if cfg.out else path.parent / default_name
     write_json(out, report.to_dict())
+    part = "" if cfg.probe.part == "all" else f", {cfg.probe.part} part"
     print(f"Linear probes, {report.game}: {encoder.kind} encoder {path} ({report.info['latent']} "
-          f"'{cfg.probe.mode}' features of {tuple(encoder.spec.input_shape)} frames); weighted F1 on test episodes\n")
+          f"'{cfg.probe.mode}' features{part} of {tuple(encoder.spec.input_shape)} frames); weighted F1 on test episodes\n")
     print(report.table())
     print(f"\nwrote {out}")
     return report

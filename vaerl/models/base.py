@@ -214,7 +214,17 @@ class FrameModel(nn.Module):
         """Decoder mean of the reconstruction, in [0, 1]."""
         raise NotImplementedError
 
-    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0) -> LossOutput:
+    @property
+    def pair_offset(self) -> int:
+        """How many steps later in its episode each training frame's partner is, for an objective over pairs of
+        frames (0, the default: frames train alone). The pretraining loader then hands :meth:`training_loss`
+        ``paired`` batches: ``B`` frames, then their partners."""
+        return 0
+
+    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
+                      paired: bool = False) -> LossOutput:
+        """One batch's loss; ``pixel_weights`` (shaped like ``x``) weigh the reconstruction term, ``step`` drives
+        schedules (KL warm-up), and ``paired`` says ``x`` holds frames, then their partners (:attr:`pair_offset`)."""
         raise NotImplementedError
 
     def config_dict(self) -> dict[str, Any]:

@@ -52,17 +52,24 @@ class ConvEncoderTrunk(nn.Module):
     def __init__(self, in_channels: int, layers: Sequence[Layer], final_activation: bool = True) -> None:
         super().__init__()
         modules: list[nn.Module] = []
+        self.layer_ends: list[int] = []
+        """Where each conv layer (with its activation) ends in ``net``."""
         channels = in_channels
         for i, (out_channels, kernel, stride, padding) in enumerate(layers):
             modules.append(nn.Conv2d(channels, out_channels, kernel, stride, padding))
             if final_activation or i < len(layers) - 1:
                 modules.append(nn.ReLU(inplace=True))
+            self.layer_ends.append(len(modules))
             channels = out_channels
         self.net = nn.Sequential(*modules)
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def up_to(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """The feature map after conv layer ``layer`` (and its activation): finer places than the last map's."""
+        return self.net[: self.layer_ends[layer]](x)
 
 
 class ConvDecoderTrunk(nn.Module):

@@ -24,6 +24,7 @@ from vaerl.models.blocks import (
     as_layers,
     conv_output_sizes,
 )
+from vaerl.models.contrast import GlobalLocalContrast
 from vaerl.models.objects import (
     CELL_KERNELS,
     PART_STATS,
@@ -62,6 +63,17 @@ class VAEConfig:
     """Minimum KL per latent dimension in nats (Kingma et al. 2016); 0 disables."""
     kl_warmup_steps: int = 0
     """Steps over which the KL weight ramps linearly from 0 to beta."""
+    contrast_weight: float = 0.0
+    """Weight of a contrastive term beside the ELBO (:mod:`vaerl.models.contrast`, the global-local term of Deep
+    InfoMax and ST-DIM): the posterior mean of a frame must pick out, at each place of an encoder feature map,
+    the features of the frame ``contrast_offset`` steps later in its episode among the other frames of the
+    batch. It puts where things are into the Gaussian part, which the reconstruction leaves to the cells. 0: off."""
+    contrast_offset: int = 0
+    """Steps between the two frames of the contrastive term: 0 contrasts a frame with itself, 1 with the next
+    (ST-DIM's temporal form; pretraining then draws frames in pairs from one episode)."""
+    contrast_layer: int = -1
+    """Which conv layer's feature map the partner frame is picked out by (``-1``: the last; ``0``: the first,
+    whose places are finest)."""
     object_channels: int = 0
     """Learned object channels beside the Gaussian latent (:class:`vaerl.models.objects.ObjectEncoder`)."""
     foreground_projections: bool = True
@@ -98,6 +110,13 @@ class VAEConfig:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.contrast_weight < 0:
+            raise ValueError(f"contrast_weight must be >= 0, got {self.contrast_weight}")
+        if self.contrast_offset < 0:
+            raise ValueError(f"contrast_offset must be >= 0 (steps ahead in the episode), got {self.contrast_offset}")
+        if not -len(self.encoder_layers) <= self.contrast_layer < len(self.encoder_layers):
+            raise ValueError(f"contrast_layer must name one of the {len(self.encoder_layers)} conv layers (0 to "
+                             f"{len(self.encoder_layers) - 1}, or -1 for the last), got {self.contrast_layer}")
         if self.object_channels < 0:
             raise ValueError(f"object_channels must be >= 0, got {self.object_channels}")
         if self.object_channels and self.foreground_projections:
@@ -184,11 +203,24 @@ class VAE(FrameModel):
                                                         signed_cells=config.foreground_cells_signed)
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
+        self.contrast: GlobalLocalContrast | None = None
+        if config.contrast_weight:
+            layer = config.contrast_layer % len(layers)
+            self.contrast = GlobalLocalContrast(config.latent_dim, (layers[layer][0], *sizes[layer + 1]))
+
+    @property
+    def pair_offset(self) -> int:
+        """With the contrastive term, its frames come in pairs ``contrast_offset`` steps apart (0: no pairs)."""
+        return self.config.contrast_offset if self.contrast is not None else 0
 
     # ------------------------------------------------------------------ the four VAE pieces
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x): mean and log-variance ``(N, latent_dim)`` each."""
-        h = self.to_hidden(self.trunk(x).flatten(1))
+        return self.posterior(self.trunk(x))
+
+    def posterior(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) from the encoder trunk's last feature map."""
+        h = self.to_hidden(feature_map.flatten(1))
         mu, logvar = self.to_posterior(h).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 8.0)
 
@@ -229,10 +261,15 @@ class VAE(FrameModel):
                                               num_parts=encoder.num_parts, cells=encoder.cells)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
-        mu, logvar = self.encode(x)
+        return self.forward_with_map(x, sample)[0]
+
+    def forward_with_map(self, x: torch.Tensor, sample: bool = True) -> tuple[VAEOutput, torch.Tensor]:
+        """:meth:`forward`, and the encoder trunk's last feature map it went through."""
+        feature_map = self.trunk(x)
+        mu, logvar = self.posterior(feature_map)
         z = reparameterize(mu, logvar) if sample else mu
         logits = self.decode_logits(z, self.encode_objects(x))
-        return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar)
+        return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar), feature_map
 
     # ------------------------------------------------------------------ the latent contract
     def latent_shape(self, mode: str = "mean") -> tuple[int, ...]:
@@ -328,8 +365,9 @@ class VAE(FrameModel):
         warmup = self.config.kl_warmup_steps
         return self.config.beta * (min(1.0, step / warmup) if warmup > 0 else 1.0)
 
-    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0) -> LossOutput:
-        out = self.forward(x)
+    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
+                      paired: bool = False) -> LossOutput:
+        out, feature_map = self.forward_with_map(x)
         nll = self.pixel_nll(out.logits, x)
         kl_per_dim = gaussian_kl(out.mu, out.logvar)
 
@@ -340,6 +378,9 @@ class VAE(FrameModel):
         if self.config.free_bits > 0:
             kl_dims = kl_dims.clamp(min=self.config.free_bits)
         loss = recon_term + self.kl_weight(step) * kl_dims.sum()
+        contrast = self.contrast_term(x, out.mu, feature_map, paired)
+        if contrast is not None:
+            loss = loss + self.config.contrast_weight * contrast[0]
 
         # what we report: the true (unweighted) ELBO per frame
         nll_frame = nll.detach().flatten(1).sum(1).mean()
@@ -352,7 +393,28 @@ class VAE(FrameModel):
             "kl_weight": torch.tensor(self.kl_weight(step)),
             "active_dims": (kl_per_dim.detach().mean(0) > 0.01).sum().float(),
         }
+        if contrast is not None:
+            metrics["contrast_nll"], metrics["contrast_accuracy"] = contrast[0].detach(), contrast[1]
         return LossOutput(loss, out.recon, metrics)
+
+    def contrast_term(self, x: torch.Tensor, mu: torch.Tensor, feature_map: torch.Tensor,
+                      paired: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The contrastive loss and accuracy of a batch, ``None`` without the term or without partners.
+
+        ``paired``: the batch holds ``B`` frames, then the frames ``pair_offset`` steps after each (the pretraining
+        loader draws them so); the first half's means are contrasted with the second half's targets. With
+        ``contrast_offset=0`` every frame is its own partner. Unpaired frames of a temporal term (validation) have none.
+        """
+        if self.contrast is None or (self.pair_offset and not paired):
+            return None
+        half = len(mu) // 2 if self.pair_offset else 0
+        anchors = mu[:half] if half else mu
+        layers = len(self.config.encoder_layers)
+        if self.config.contrast_layer % layers == layers - 1:
+            return self.contrast(anchors, feature_map[half:])
+        with torch.no_grad():  # the partner's features are a target: the term trains the latent, not them
+            partner_maps = self.trunk.up_to(x[half:], self.config.contrast_layer % layers)
+        return self.contrast(anchors, partner_maps)
 
     def bits_per_dim(self, neg_elbo_nats: torch.Tensor, dims: int) -> torch.Tensor:
         """-ELBO in bits per pixel value.

@@ -206,7 +206,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     distributed = run.distributed  # each process draws its share of the batch from its own block of frames
     loader = BatchLoader(run.dataset, distributed.shard(run.train_idx),
                          distributed.local_batch_size(train.batch_size), frame_stack=run.spec.frame_stack,
-                         seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda")
+                         seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda",
+                         pair_offset=model.pair_offset)
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
     writer = SummaryWriter(str(run.run_dir / "tb")) if run.is_writer else None
     bar = tqdm(total=train.steps, initial=start_step, desc=f"pretrain {model.kind}", unit="step",
@@ -216,7 +217,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     try:
         for step in range(start_step + 1, train.steps + 1):
             x = prepare(next(loader), run.device, train.channels_last)
-            out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip)
+            out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip,
+                                    paired=bool(model.pair_offset))
             loss = out.loss.item()
             check_finite(loss, step, run.run_dir, train.lr)
 
@@ -249,9 +251,13 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
 
 
 def optimisation_step(model: FrameModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                      weighting: ForegroundWeighting | None, step: int, grad_clip: float) -> LossOutput:
-    """One gradient step on batch ``x``; a non-finite loss skips the update (the caller stops the run)."""
-    out = model.training_loss(x, weighting(x) if weighting else None, step=step)
+                      weighting: ForegroundWeighting | None, step: int, grad_clip: float,
+                      paired: bool = False) -> LossOutput:
+    """One gradient step on batch ``x`` (``paired``: frames, then their partners; see
+    :attr:`vaerl.models.FrameModel.pair_offset`); a non-finite loss skips the update (the caller stops the run)."""
+    # ``paired`` goes only to models that train on pairs: a family of frames alone need not know of it
+    pairs = {"paired": True} if paired else {}
+    out = model.training_loss(x, weighting(x) if weighting else None, step=step, **pairs)
     optimizer.zero_grad(set_to_none=True)
     if torch.isfinite(out.loss):
         out.loss.backward()
