@@ -362,7 +362,7 @@ def test_the_gaussian_part_alone_is_probed_without_the_foreground_path(tmp_path,
     monkeypatch.setattr(probes, "fit_linear_probes", lambda x, *args, **kw: widths.append(x.shape[1]) or fit(x, *args, **kw))
     report = probe_encoder(encoder, dataset, find_annotation("vaerl/FakeFrames-v0"), settings=settings)
     assert encoder.latent_dim() > encoder.model.config.latent_dim  # the latent agents get holds the cells too
-    assert widths == [encoder.model.config.latent_dim] * 2 and report.info["part"] == "gaussian"
+    assert widths == [encoder.model.config.latent_dim] * 2 and report.info["settings"]["part"] == "gaussian"
 
 
 def test_an_unknown_part_is_named():

@@ -541,7 +541,7 @@ def probe_encoder(
     sizes = {"train": len(split.train), "val": len(split.val), "test": len(split.test), "duplicates": duplicates,
              "episodes": len(np.unique(dataset.episodes[used])), "short_episodes": split.short_episodes}
     info = {"entropy_threshold": settings.entropy_threshold, "mode": settings.mode, "kind": encoder.kind,
-            "latent_dim": encoder.latent_dim(settings.mode), "latent": encoder.describe_latent(), "part": settings.part,
+            "latent_dim": encoder.latent_dim(settings.mode), "latent": encoder.describe_latent(),
             "epochs": epochs, "dataset": str(dataset.path),
             "input_shape": list(encoder.spec.input_shape), "settings": dataclasses.asdict(settings),
             "reward": reward_info}

@@ -224,7 +224,8 @@ class FrameModel(nn.Module):
     def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
                       paired: bool = False) -> LossOutput:
         """One batch's loss; ``pixel_weights`` (shaped like ``x``) weigh the reconstruction term, ``step`` drives
-        schedules (KL warm-up), and ``paired`` says ``x`` holds frames, then their partners (:attr:`pair_offset`)."""
+        schedules (KL warm-up), and ``paired`` says ``x`` holds frames, then their partners (:attr:`pair_offset`;
+        pretraining passes it only to models with a nonzero offset, so families of single frames may omit it)."""
         raise NotImplementedError
 
     def config_dict(self) -> dict[str, Any]:

@@ -204,9 +204,10 @@ class VAE(FrameModel):
         if self.object_encoder is not None:
             self.object_renderer = ObjectRenderer(self.object_encoder.map_channels, channels, (height, width))
         self.contrast: GlobalLocalContrast | None = None
+        self.contrast_layer = config.contrast_layer % len(layers)  # the conv layer whose map the term reads
         if config.contrast_weight:
-            layer = config.contrast_layer % len(layers)
-            self.contrast = GlobalLocalContrast(config.latent_dim, (layers[layer][0], *sizes[layer + 1]))
+            self.contrast = GlobalLocalContrast(config.latent_dim,
+                                                (layers[self.contrast_layer][0], *sizes[self.contrast_layer + 1]))
 
     @property
     def pair_offset(self) -> int:
@@ -409,11 +410,10 @@ class VAE(FrameModel):
             return None
         half = len(mu) // 2 if self.pair_offset else 0
         anchors = mu[:half] if half else mu
-        layers = len(self.config.encoder_layers)
-        if self.config.contrast_layer % layers == layers - 1:
+        if self.contrast_layer == len(self.trunk.layer_ends) - 1:
             return self.contrast(anchors, feature_map[half:])
         with torch.no_grad():  # the partner's features are a target: the term trains the latent, not them
-            partner_maps = self.trunk.up_to(x[half:], self.config.contrast_layer % layers)
+            partner_maps = self.trunk.up_to(x[half:], self.contrast_layer)
         return self.contrast(anchors, partner_maps)
 
     def bits_per_dim(self, neg_elbo_nats: torch.Tensor, dims: int) -> torch.Tensor:

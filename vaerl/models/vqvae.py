@@ -256,8 +256,7 @@ class VQVAE(FrameModel):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).quantized)
 
-    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
-                      paired: bool = False) -> LossOutput:
+    def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0) -> LossOutput:
         q = self.encode(x)
         recon = self.decode(q.quantized)
         sq_err = (recon - x).pow(2) / (2 * self.config.sigma**2)

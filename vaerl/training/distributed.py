@@ -117,17 +117,16 @@ class TrainingLoss(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
-                paired: bool = False) -> Any:
-        pairs = {"paired": True} if paired else {}  # only models that train on pairs know of it
-        return self.model.training_loss(x, pixel_weights, step=step, **pairs)
+                **options: Any) -> Any:
+        return self.model.training_loss(x, pixel_weights, step=step, **options)
 
 
 class DistributedTrainingLoss(DistributedDataParallel):
     """DDP around :class:`TrainingLoss`, called like a model: ``training_loss(x, weights, step=...)``."""
 
     def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
-                      paired: bool = False) -> Any:
-        out = self(x, pixel_weights, step=step, paired=paired)
+                      **options: Any) -> Any:
+        out = self(x, pixel_weights, step=step, **options)
         # a process whose loss is not finite skips its backward pass and stops the run; the others must do
         # the same, or they would wait forever for its gradients
         if not all_ranks_finite(out.loss.item(), out.loss.device):
