@@ -196,3 +196,31 @@ def test_script_typo_gives_a_clear_error(tmp_path: Path) -> None:
     result = run_script("env=fake", "experiment=tiny", "env.kind=mujoco", cwd=tmp_path)
     assert result.returncode == 2 and "env.kind must be one of" in result.stderr
     assert not (tmp_path / "runs" / "pretrain" / "fake" / "vae" / "seed0" / "encoder.safetensors").exists()
+
+
+
+def _rewrite_saved_model(run_dir: Path, drop: tuple[str, ...]) -> None:
+    """Make the run's train state look written by an older vaerl that lacked the settings ``drop``."""
+    path = run_dir / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    identity = json.loads(state["identity"])
+    for key in drop:
+        del identity["model"][key]
+    state["identity"] = json.dumps(identity)
+    torch.save(state, path)
+
+
+def test_a_run_written_before_a_model_setting_existed_resumes(tmp_path: Path) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    (tmp_path / "run" / "metrics.json").unlink()
+    _rewrite_saved_model(tmp_path / "run", drop=("contrast_weight", "contrast_offset", "contrast_layer"))
+    assert pretrain(tiny_config(tmp_path, steps=6))["steps"] == 6
+
+
+def test_a_missing_setting_means_its_value_before_a_changed_default(tmp_path: Path) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    # without these keys the run was written before the foreground path existed: a plain VAE, which is not
+    # what the config builds now, so it must not resume into a model with cells
+    _rewrite_saved_model(tmp_path / "run", drop=("foreground_projections", "foreground_cells"))
+    with pytest.raises(ConfigError, match="different model"):
+        pretrain(tiny_config(tmp_path, steps=6))

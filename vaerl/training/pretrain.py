@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 import vaerl
 from vaerl.checkpoint import CHECKPOINT_FILE as CHECKPOINT
 from vaerl.checkpoint import save_checkpoint
+from vaerl.config import from_dict
 from vaerl.data import BatchLoader, FrameDataset, ensure_dataset, iterate_in_order
 from vaerl.data.collect import PolicyFrames
 from vaerl.data.vector_collect import frame_source
@@ -36,7 +37,7 @@ from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import ConfigError, TrainingError
 from vaerl.evaluation.metrics import heldout_metrics
 from vaerl.io import atomic_path, write_json
-from vaerl.models import FrameModel, LossOutput, build_model
+from vaerl.models import MODEL_REGISTRY, FrameModel, LossOutput, build_model
 from vaerl.models.blocks import to_unit
 from vaerl.models.objects import ForegroundProjections
 from vaerl.preprocessing import PreprocessSpec
@@ -169,7 +170,7 @@ def resume(run: PretrainRun) -> int:
     except Exception as exc:  # torch raises several types for a damaged zip/pickle
         raise TrainingError(f"cannot resume from {path}: the file is corrupt ({exc}). Delete it to start over, or "
                             "choose another run directory (hydra.run.dir=...)") from exc
-    saved, identity = json.loads(state["identity"]), run.identity
+    saved, identity = saved_identity(json.loads(state["identity"])), run.identity
     if saved != json.loads(json.dumps(identity, default=str)):
         changed = sorted(k for k in identity if json.dumps(saved.get(k), sort_keys=True, default=str)
                          != json.dumps(identity[k], sort_keys=True, default=str))
@@ -182,6 +183,22 @@ def resume(run: PretrainRun) -> int:
     torch.set_rng_state(state["torch_rng"])
     log.info("resuming %s from step %d", run.run_dir, int(state["step"]))
     return int(state["step"])
+
+
+def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
+    """A train state's identity as this vaerl reads it: model settings added since it was written take the
+    values they had before they existed, as when its checkpoint is loaded, so an upgrade alone never makes a
+    run look like another one."""
+    model = saved.get("model")
+    if not isinstance(model, dict) or model.get("kind") not in MODEL_REGISTRY:
+        return saved
+    cls = MODEL_REGISTRY[model["kind"]]
+    stored = cls.stored_config({k: v for k, v in model.items() if k != "kind"})
+    try:
+        config = from_dict(cls.config_class, stored, where="model")
+    except ConfigError:  # settings this vaerl cannot build: compared as written, so the mismatch is reported
+        return saved
+    return {**saved, "model": json.loads(json.dumps({"kind": model["kind"], **asdict(config)}, default=str))}
 
 
 def save_train_state(run: PretrainRun, step: int) -> None:
