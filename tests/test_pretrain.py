@@ -103,6 +103,13 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
 
 
+def test_a_finished_run_trains_on_when_given_more_steps(tmp_path: Path) -> None:
+    assert pretrain(tiny_config(tmp_path, steps=3))["steps"] == 3
+    longer = pretrain(tiny_config(tmp_path, steps=6))
+    assert longer["steps"] == 6 and longer["completed"]
+    assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = pretrain(tiny_config(tmp_path / "a", steps=6))
     again = pretrain(tiny_config(tmp_path / "c", steps=6))
