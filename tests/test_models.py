@@ -164,6 +164,35 @@ def test_free_bits_and_warmup_shape_the_kl_term() -> None:
     assert float(loss_free) > float(loss_plain)  # KL clamped up to 5 nats per dimension
 
 
+def test_object_dropout_hides_the_objects_of_some_training_frames_from_the_decoder() -> None:
+    torch.manual_seed(0)
+    model: VAE = build_model("vae", input_shape=(1, 28, 28), **TINY_VAE, foreground_cells=7, object_dropout=0.5)
+    model.set_background(torch.zeros(1, 28, 28))
+    x = torch.zeros(64, 1, 28, 28)
+    x[torch.arange(64), 0, torch.randint(0, 28, (64,)), torch.randint(0, 28, (64,))] = 1.0  # one bright pixel each
+    z = torch.randn(64, 4)
+    objects = model.encode_objects(x)
+    empty = model.encode_objects(torch.zeros_like(x))  # an empty scene's cells: all zero
+    with torch.no_grad():
+        shown = model.objects_shown(64)
+        assert shown is not None and 16 < int(shown.sum()) < 48  # about half, drawn anew per batch
+        mixed = model.decode_logits(z, objects, shown)
+        hidden = shown == 0
+        torch.testing.assert_close(mixed[hidden], model.decode_logits(z, empty)[hidden])
+        torch.testing.assert_close(mixed[~hidden], model.decode_logits(z, objects)[~hidden])
+        assert not torch.allclose(model.decode_logits(z, objects), model.decode_logits(z, empty))
+        model.eval()  # evaluation and the latent never drop anything
+        assert model.objects_shown(64) is None
+        assert model.encode_latent(x).shape == (64, 4 + 7 * 7)
+
+
+def test_object_dropout_needs_a_fraction_and_an_object_path() -> None:
+    with pytest.raises(ConfigError, match="0 <= object_dropout < 1, got 1"):
+        build_model("vae", object_dropout=1.0)
+    with pytest.raises(ConfigError, match="has none; set foreground_projections=true or object_dropout=0"):
+        build_model("vae", foreground_projections=False, object_dropout=0.5)
+
+
 def test_samples_and_reconstructions_are_decoder_means() -> None:
     model: VAE = build_model("vae", input_shape=(1, 16, 16), encoder_layers=[[4, 4, 2, 1]], hidden_dim=8, latent_dim=2,
                              foreground_projections=False)

@@ -74,6 +74,10 @@ class VAEConfig:
     contrast_layer: int = -1
     """Which conv layer's feature map the partner frame is picked out by (``-1``: the last; ``0``: the first,
     whose places are finest)."""
+    object_dropout: float = 0.0
+    """Fraction of training frames whose decoder gets an empty object path, so that the Gaussian part has to draw
+    those frames' objects itself: the cells alone would carry them, and the reconstruction would then ask the
+    Gaussian part for nothing about where things are. The latent is unchanged. 0: off."""
     object_channels: int = 0
     """Learned object channels beside the Gaussian latent (:class:`vaerl.models.objects.ObjectEncoder`)."""
     foreground_projections: bool = True
@@ -119,6 +123,11 @@ class VAEConfig:
                              f"{len(self.encoder_layers) - 1}, or -1 for the last), got {self.contrast_layer}")
         if self.object_channels < 0:
             raise ValueError(f"object_channels must be >= 0, got {self.object_channels}")
+        if not 0 <= self.object_dropout < 1:
+            raise ValueError(f"object_dropout is a fraction of frames, 0 <= object_dropout < 1, got {self.object_dropout}")
+        if self.object_dropout and not (self.object_channels or self.foreground_projections):
+            raise ValueError("object_dropout hides the object path from the decoder, and this VAE has none; set "
+                             "foreground_projections=true or object_dropout=0")
         if self.object_channels and self.foreground_projections:
             raise ValueError("object_channels and foreground_projections are two object paths; choose one "
                              "(object_channels=0 or foreground_projections=false)")
@@ -229,8 +238,10 @@ class VAE(FrameModel):
         """The object path's projections (and part statistics), ``None`` without an object path."""
         return self.object_encoder(x) if self.object_encoder is not None else None
 
-    def decode_logits(self, z: torch.Tensor, objects: ObjectProjections | None = None) -> torch.Tensor:
-        """Decoder output before the output nonlinearity, shaped like the input."""
+    def decode_logits(self, z: torch.Tensor, objects: ObjectProjections | None = None,
+                      objects_shown: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output before the output nonlinearity, shaped like the input. ``objects_shown`` (``(N,)``, 0 or
+        1) hides the objects of the frames marked 0 from the renderer: it draws an empty scene for them."""
         h = self.from_latent(z).view(-1, *self.dec_grid)
         logits = self.decoder(h)
         if self.object_renderer is not None:
@@ -239,7 +250,10 @@ class VAE(FrameModel):
                 objects = ObjectProjections.zeros(len(z), encoder.channels, encoder.grid, z,  # type: ignore[union-attr]
                                                   num_parts=encoder.num_parts,  # type: ignore[union-attr]
                                                   cells=encoder.cells)  # type: ignore[union-attr]
-            logits = logits + self.object_renderer(encoder.maps(objects))  # type: ignore[union-attr]
+            maps = encoder.maps(objects)  # type: ignore[union-attr]
+            if objects_shown is not None:
+                maps = maps * objects_shown.view(-1, *[1] * (maps.dim() - 1)).to(maps)
+            logits = logits + self.object_renderer(maps)
         return logits
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
@@ -264,12 +278,13 @@ class VAE(FrameModel):
     def forward(self, x: torch.Tensor, sample: bool = True) -> VAEOutput:
         return self.forward_with_map(x, sample)[0]
 
-    def forward_with_map(self, x: torch.Tensor, sample: bool = True) -> tuple[VAEOutput, torch.Tensor]:
+    def forward_with_map(self, x: torch.Tensor, sample: bool = True,
+                         objects_shown: torch.Tensor | None = None) -> tuple[VAEOutput, torch.Tensor]:
         """:meth:`forward`, and the encoder trunk's last feature map it went through."""
         feature_map = self.trunk(x)
         mu, logvar = self.posterior(feature_map)
         z = reparameterize(mu, logvar) if sample else mu
-        logits = self.decode_logits(z, self.encode_objects(x))
+        logits = self.decode_logits(z, self.encode_objects(x), objects_shown)
         return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar), feature_map
 
     # ------------------------------------------------------------------ the latent contract
@@ -368,7 +383,7 @@ class VAE(FrameModel):
 
     def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
                       paired: bool = False) -> LossOutput:
-        out, feature_map = self.forward_with_map(x)
+        out, feature_map = self.forward_with_map(x, objects_shown=self.objects_shown(len(x)))
         nll = self.pixel_nll(out.logits, x)
         kl_per_dim = gaussian_kl(out.mu, out.logvar)
 
@@ -397,6 +412,13 @@ class VAE(FrameModel):
         if contrast is not None:
             metrics["contrast_nll"], metrics["contrast_accuracy"] = contrast[0].detach(), contrast[1]
         return LossOutput(loss, out.recon, metrics)
+
+    def objects_shown(self, n: int) -> torch.Tensor | None:
+        """Which of ``n`` training frames the decoder sees the object path of (``None``: all, as in evaluation)."""
+        if not (self.training and self.config.object_dropout):
+            return None
+        device = next(self.parameters()).device
+        return (torch.rand(n, device=device) >= self.config.object_dropout).float()
 
     def contrast_term(self, x: torch.Tensor, mu: torch.Tensor, feature_map: torch.Tensor,
                       paired: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
