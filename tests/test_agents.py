@@ -23,10 +23,11 @@ from omegaconf import OmegaConf
 from stable_baselines3 import PPO
 
 import vaerl
-from agents.rl import EncoderFeatures, TrainAgentConfig, load_agent, play, train_agent
+from agents.rl import EncoderFeatures, EvalConfig, TrainAgentConfig, load_agent, play, train_agent
 from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
 from agents.rl.envs import make_run_env, run_observations
+from agents.rl.evaluate import EvaluateAgentConfig, evaluate_agent
 from agents.rl.features import (
     CellConvFeatures,
     ProjectionConvFeatures,
@@ -137,6 +138,38 @@ def test_saved_agent_reloads_with_its_encoder_and_reproduces_its_evaluation(trai
     assert again["returns"] == json.loads((trained / "eval.json").read_text())["returns"]
     returns = play(load_agent(trained, device="cpu"), episodes=1)
     assert len(returns) == 1 and returns[0] >= 0
+
+
+def test_evaluating_a_run_again_replays_its_greedy_games_and_samples_reproducibly(
+        trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[bool] = []
+    monkeypatch.setattr("agents.rl.evaluate.evaluate",
+                        lambda *args: asked.append(args[-1]) or evaluate(*args))  # type: ignore[func-returns-value]
+    greedy = evaluate_agent(EvaluateAgentConfig(run=str(trained), episodes=2, device="cpu"))
+    assert greedy["returns"] == json.loads((trained / "eval.json").read_text())["returns"]
+    assert json.loads((trained / "evaluation-greedy.json").read_text())["returns"] == greedy["returns"]
+    sampled = [evaluate_agent(EvaluateAgentConfig(run=str(trained), episodes=3, deterministic=False, device="cpu",
+                                                  out=str(tmp_path / f"sampled{i}.json"))) for i in range(2)]
+    assert sampled[0]["deterministic"] is False and sampled[0]["episodes"] == 3
+    assert sampled[0]["returns"] == sampled[1]["returns"]  # one seed sets the envs and the sampled actions
+    assert asked == [True, False, False]
+    assert not (trained / "evaluation-sampled.json").exists()
+
+
+def test_atari_agents_are_evaluated_with_their_sampled_policy_unless_told_otherwise() -> None:
+    atari, other = EnvConfig(), from_dict(EnvConfig, FAKE)
+    assert atari.is_atari and not other.is_atari
+    assert EvalConfig().is_deterministic(atari) is False  # as the RL Zoo: a greedy policy replays a few games
+    assert EvalConfig().is_deterministic(other) is True
+    assert EvalConfig(deterministic=True).is_deterministic(atari) is True
+    assert EvalConfig(deterministic=False).is_deterministic(other) is False
+
+
+def test_evaluating_a_run_again_refuses_a_folder_without_an_agent_or_no_games(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="holds no trained agent.*train_agent.py"):
+        evaluate_agent(EvaluateAgentConfig(run=str(tmp_path)))
+    with pytest.raises(ConfigError, match="episodes=0"):
+        EvaluateAgentConfig(run=str(tmp_path), episodes=0)
 
 
 # ------------------------------------------------------------------- pretraining frames of an agent's play
@@ -260,6 +293,17 @@ def test_finished_run_trains_further_when_asked_for_more_steps(runs: Path, monke
     clock = [h["train_seconds"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
     assert clock == sorted(clock) and result["train_seconds"] >= clock[-1] > first["train_seconds"]
     assert load_agent(cfg.output_dir, device="cpu").model.num_timesteps == result["total_steps"]
+
+
+def test_a_resumed_run_goes_on_evaluating_as_it_started_unless_told_otherwise(runs: Path) -> None:
+    cfg = config(runs, **{"eval.every": 32, "video.steps": 0, "total_steps": 64, "eval.deterministic": False})
+    train_agent(cfg)
+    train_agent(replace(cfg, total_steps=128, eval=replace(cfg.eval, deterministic=None)))  # the default: not set
+    history = json.loads((cfg.output_dir / "evaluations.json").read_text())
+    assert [h["deterministic"] for h in history] == [False] * 4  # sampled throughout, though greedy is this env's default
+    assert json.loads((cfg.output_dir / "config.json").read_text())["eval"]["deterministic"] is False
+    result = train_agent(replace(cfg, total_steps=192, eval=replace(cfg.eval, deterministic=True)))  # said otherwise
+    assert result["deterministic"] is True
 
 
 def test_extension_starts_from_the_finished_agent(runs: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -1133,3 +1177,15 @@ def test_script_error_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "python scripts/pretrain_vae.py env=fake" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs/agent/fake/sac-latentTrue/seed0/config.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_script_writes_the_sampled_evaluation_beside_the_agent(trained: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "scripts/evaluate_agent.py"), f"run={trained}", "episodes=2",
+                           "deterministic=false", "device=cpu"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((trained / "evaluation-sampled.json").read_text())
+    assert result["deterministic"] is False and result["episodes"] == 2 and result["total_steps"] == 128
+    assert "sampled policy: return" in done.stdout
+    (trained / "evaluation-sampled.json").unlink()  # the module's run stays as training left it

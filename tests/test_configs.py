@@ -21,6 +21,7 @@ from agents.bc.collect import CollectDemosConfig
 from agents.bc.run import TrainBCConfig
 from agents.rl import TrainAgentConfig
 from agents.rl.distill import DistillConfig
+from agents.rl.evaluate import EvaluateAgentConfig
 from vaerl.cli import parse_config
 from vaerl.config import from_dict
 from vaerl.errors import ConfigError
@@ -35,7 +36,7 @@ PRIMARY = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 TYPED: dict[str, type] = {
     "pretrain": PretrainConfig, "train_agent": TrainAgentConfig, "probe": ProbeRunConfig,
     "bench_probe": BenchProbeConfig, "evaluate_encoder": EvaluateRunConfig, "collect_demos": CollectDemosConfig,
-    "train_bc": TrainBCConfig, "distill_agent": DistillConfig,
+    "train_bc": TrainBCConfig, "distill_agent": DistillConfig, "evaluate_agent": EvaluateAgentConfig,
 }
 # values in a primary config that are not defaults of its dataclass: (config, field) -> what they are instead
 NOT_DEFAULTS = {

@@ -181,7 +181,14 @@ class EvalConfig:
     """Parallel eval envs (episodes are split between them)."""
     seed_offset: int = 10_000
     """Eval envs are seeded with ``seed + seed_offset``: held-out starts, the same for every run."""
-    deterministic: bool = True
+    deterministic: bool | None = None
+    """``true``: the greedy action; ``false``: an action sampled from the policy, as in training; ``None``: sampled
+    on Atari, as the RL Zoo evaluates Atari agents (without sticky actions a greedy policy plays the same few
+    games from different starts), greedy elsewhere."""
+
+    def is_deterministic(self, env: EnvConfig) -> bool:
+        """Whether evaluations in ``env`` take the greedy action (``deterministic``, resolved)."""
+        return not env.is_atari if self.deterministic is None else self.deterministic
 
 
 @dataclass

@@ -36,6 +36,15 @@ class LoadedAgent:
         return self.observations.encoder
 
 
+def saved_run_config(run_dir: str | Path, file: str = "agent.zip") -> TrainAgentConfig:
+    """The settings a trained agent's run was started with (its ``config.json``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / file).exists() or not (run_dir / "config.json").exists():
+        raise CheckpointError(f"{run_dir} holds no trained agent ({file} and config.json): train one with "
+                              "`python scripts/train_agent.py ...` first")
+    return from_dict(TrainAgentConfig, json.loads((run_dir / "config.json").read_text()))
+
+
 def load_agent(
     run_dir: str | Path, *, device: str | torch.device = "auto", n_envs: int = 1, seed: int | None = None,
     file: str = "agent.zip",
@@ -46,10 +55,7 @@ def load_agent(
     SB3's ``load``, which unpickles its hyperparameters (trust run directories as you would SB3 zips).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / file).exists() or not (run_dir / "config.json").exists():
-        raise CheckpointError(f"{run_dir} holds no trained agent ({file} and config.json): train one with "
-                              "`python scripts/train_agent.py ...` first")
-    cfg = from_dict(TrainAgentConfig, json.loads((run_dir / "config.json").read_text()))
+    cfg = saved_run_config(run_dir, file)
     if cfg.latent:
         own = str(run_dir / CHECKPOINT_FILE)
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))

@@ -44,7 +44,7 @@ from agents.rl.callbacks import (
     evaluate,
     save_model,
 )
-from agents.rl.config import TrainAgentConfig
+from agents.rl.config import EvalConfig, TrainAgentConfig
 from agents.rl.envs import make_run_env, run_observations
 from agents.rl.observations import Observations
 from agents.rl.video import record_play
@@ -82,6 +82,8 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         # a resumed run keeps the encoder it started with
         own = str(run_dir / CHECKPOINT_FILE)
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
+    if resume and cfg.eval.deterministic is None:
+        cfg = dataclasses.replace(cfg, eval=_saved_evaluation(run_dir, cfg.eval))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     algorithm_class(cfg.agent.algo)
@@ -106,7 +108,7 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         seconds = clock.session_seconds()
         save_model(model, run_dir / FINAL_MODEL)
 
-        final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.deterministic)
+        final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.is_deterministic(cfg.env))
         result = {
             **final, "env": cfg.env.id, "algo": cfg.agent.algo, "latent": cfg.latent, "seed": cfg.seed,
             "finetune": cfg.latent and cfg.encoder.finetune, "device": str(device),
@@ -158,6 +160,13 @@ def _seconds_before(run_dir: Path, start: RunStart) -> float:
     return checkpoint_seconds(run_dir) if start is RunStart.RESUME else 0.0
 
 
+def _saved_evaluation(run_dir: Path, current: EvalConfig) -> EvalConfig:
+    """A resumed run goes on evaluating as it started (greedy or sampled), unless the command says otherwise."""
+    path = run_dir / "config.json"
+    saved = json.loads(path.read_text()).get("eval", {}) if path.exists() else {}
+    return dataclasses.replace(current, deterministic=saved.get("deterministic"))
+
+
 def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observations, fresh: bool) -> None:
     if fresh:  # outputs of an earlier run that overwrite=true replaces
         for name in (FINISHED, FINAL_MODEL, "evaluations.json", PLAY_VIDEO, "play.gif"):
@@ -207,8 +216,8 @@ def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env:
     callbacks = [checkpoint]
     if cfg.eval.every > 0:
         callbacks.append(PeriodicEval(eval_env, run_dir / "evaluations.json", every=cfg.eval.every,
-                                      episodes=cfg.eval.episodes, seed=eval_seed, deterministic=cfg.eval.deterministic,
-                                      clock=clock))
+                                      episodes=cfg.eval.episodes, seed=eval_seed,
+                                      deterministic=cfg.eval.is_deterministic(cfg.env), clock=clock))
     progress_bar = cfg.progress_bar and sys.stdout.isatty()  # a log file gets progress lines instead
     if progress_bar and importlib.util.find_spec("rich") is None:
         log.warning("no progress bar: SB3's needs `pip install rich tqdm`")
