@@ -1,9 +1,10 @@
-"""Evaluate a trained agent again, after training: more games, or its sampled policy instead of the greedy one.
+"""Evaluate a trained agent again, after training: more games, or the other policy (greedy or sampled).
 
-``train_agent`` ends with a greedy evaluation (``eval.json``). A greedy Atari policy can replay the same few
-games from different starts, so its mean rests on fewer distinct games than it counts; the policy the agent
-trained with samples its actions. This evaluates either, on the run's own held-out seeds, from the run
-directory alone (``load_agent``), and writes the result beside the agent.
+``train_agent`` ends with an evaluation (``eval.json``): sampled actions on Atari, greedy elsewhere
+(``EvalConfig.deterministic``). A greedy Atari policy can replay the same few games from different starts, so
+its mean rests on fewer distinct games than it counts; runs made before the sampled default were evaluated
+greedily. This plays either policy on the run's own held-out seeds, from the run directory alone
+(``load_agent``), and writes the result beside the agent.
 """
 
 from __future__ import annotations
