@@ -1,6 +1,7 @@
-"""Evaluate a trained agent again: more games, or the sampled policy it trained with instead of the greedy one.
+"""Evaluate a trained agent again: more games, or the other policy (greedy or sampled).
 
-    python scripts/evaluate_agent.py run=runs/agent/Breakout/ppo-latentTrue/seed0 episodes=30 deterministic=false
+    python scripts/evaluate_agent.py run=runs/agent/Breakout/ppo-latentTrue/seed0 episodes=30
+    python scripts/evaluate_agent.py run=runs/agent/Breakout/ppo-latentTrue/seed0 deterministic=true   # greedy
 """
 
 import hydra

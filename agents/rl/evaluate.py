@@ -51,8 +51,8 @@ class EvaluateAgentConfig:
         if self.n_envs is not None and self.n_envs < 1:
             raise ConfigError(f"n_envs={self.n_envs}: pass 1 or more, or null for the run's eval.n_envs")
 
-    def output_path(self, deterministic: bool) -> Path:
-        policy = "greedy" if deterministic else "sampled"
+    def output_path(self, policy: str) -> Path:
+        """Where the evaluation of ``policy`` (``greedy`` or ``sampled``) is written."""
         return Path(self.out) if self.out else Path(self.run) / f"evaluation-{policy}.json"
 
 
@@ -67,11 +67,13 @@ def evaluate_agent(cfg: EvaluateAgentConfig) -> dict[str, Any]:
     configure_threads(cfg.threads or agent.observations.threads)
     policy = "greedy" if deterministic else "sampled"
     log.info("playing %d games of %s with the %s policy of %s", cfg.episodes, run_config.env.name, policy, cfg.run)
-    result = evaluate(agent.model, agent.env, cfg.episodes, seed, deterministic)
-    agent.env.close()
+    try:
+        result = evaluate(agent.model, agent.env, cfg.episodes, seed, deterministic)
+    finally:
+        agent.env.close()
     result |= {"run": str(cfg.run), "file": cfg.file, "n_envs": n_envs, "env": run_config.env.id,
                "latent": run_config.latent, "total_steps": int(agent.model.num_timesteps), "config": asdict(cfg)}
-    path = write_json(cfg.output_path(deterministic), result)
+    path = write_json(cfg.output_path(policy), result)
     log.info("%s policy: return %.2f +- %.2f over %d games (%s)", policy, result["mean_return"],
              result["std_return"], result["episodes"], path)
     return result
