@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from vaerl.errors import ConfigError
+from vaerl.errors import CheckpointError, ConfigError
 from vaerl.rollout import PredictPolicy
 
 SB3_ALGOS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
@@ -16,7 +16,7 @@ SB3_ALGOS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
 def load_sb3_expert(path: str | Path, algo: str, env: gym.Env, device: str = "auto") -> PredictPolicy:
     """Load a trained Stable-Baselines3 agent as an expert, checking that it fits ``env``.
 
-    SB3 zips are partly pickled: load only agents you trust.
+    The zip's pickled attributes are read without running code (:func:`agents.safe_load.load_algorithm`).
     """
     path = Path(path)
     if algo not in SB3_ALGOS:
@@ -25,8 +25,12 @@ def load_sb3_expert(path: str | Path, algo: str, env: gym.Env, device: str = "au
         raise ConfigError(f"no SB3 agent at {path}: give expert=scripted or the path of a saved agent (.zip)")
     import stable_baselines3
 
+    from agents.safe_load import load_algorithm
+
     try:
-        model = getattr(stable_baselines3, algo).load(str(path), device=device)
+        model = load_algorithm(getattr(stable_baselines3, algo), path, acting_only=True, device=device)
+    except CheckpointError as exc:
+        raise ConfigError(f"cannot load {path} as a {algo} agent: {exc}") from exc
     except (zipfile.BadZipFile, ValueError, KeyError, RuntimeError, OSError) as exc:
         raise ConfigError(f"cannot load {path} as a {algo} agent ({exc}); check expert_algo and the file") from exc
     if model.action_space != env.action_space:

@@ -15,6 +15,7 @@ from agents.rl.builders import algorithm_class
 from agents.rl.config import TrainAgentConfig
 from agents.rl.envs import make_run_env, run_observations
 from agents.rl.observations import Observations
+from agents.safe_load import load_algorithm
 from vaerl.checkpoint import CHECKPOINT_FILE
 from vaerl.config import from_dict
 from vaerl.encoder import Encoder
@@ -51,8 +52,8 @@ def load_agent(
 ) -> LoadedAgent:
     """Rebuild a run's env from ``config.json`` and its own ``encoder.safetensors``, then load the model.
 
-    Only files of the run directory are read. The encoder is safetensors + JSON; the agent zip is read by
-    SB3's ``load``, which unpickles its hyperparameters (trust run directories as you would SB3 zips).
+    Only files of the run directory are read, and none runs code: the encoder is safetensors + JSON, the agent
+    zip's pickled attributes go through :func:`agents.safe_load.load_algorithm`.
     """
     run_dir = Path(run_dir)
     cfg = saved_run_config(run_dir, file)
@@ -63,7 +64,7 @@ def load_agent(
     observations = run_observations(cfg, device)
     seed = cfg.seed + cfg.eval.seed_offset if seed is None else seed
     env = make_run_env(cfg, observations, n_envs=n_envs, seed=seed, training=False)
-    model = algorithm_class(cfg.agent.algo).load(run_dir / file, env=env, device=device)
+    model = load_algorithm(algorithm_class(cfg.agent.algo), run_dir / file, acting_only=True, env=env, device=device)
     return LoadedAgent(model, env, cfg, observations)
 
 

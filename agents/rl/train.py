@@ -48,6 +48,7 @@ from agents.rl.config import EvalConfig, TrainAgentConfig
 from agents.rl.envs import make_run_env, run_observations
 from agents.rl.observations import Observations
 from agents.rl.video import record_play
+from agents.safe_load import load_algorithm, load_replay_buffer
 from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
 from vaerl.config import to_dict
 from vaerl.errors import ConfigError
@@ -189,10 +190,11 @@ def _load_or_build(
     tensorboard = str(run_dir / "tb")
     if start is not RunStart.FRESH:
         source = run_dir / (FINAL_MODEL if start is RunStart.EXTEND else CHECKPOINT)
-        model = algorithm_class(cfg.agent.algo).load(source, env=env, device=device, tensorboard_log=tensorboard)
+        model = load_algorithm(algorithm_class(cfg.agent.algo), source, env=env, device=device,
+                               tensorboard_log=tensorboard)
         # an extended off-policy run takes the last checkpoint's buffer, a few thousand steps behind its model
         if isinstance(model, OffPolicyAlgorithm) and (run_dir / REPLAY_BUFFER).exists():
-            model.load_replay_buffer(run_dir / REPLAY_BUFFER)
+            load_replay_buffer(model, run_dir / REPLAY_BUFFER)
         if start is RunStart.EXTEND:
             log.warning("extending the finished run %s from step %d to %d: schedules that decay with progress "
                         "restart from %.0f%% of the way", run_dir, model.num_timesteps, cfg.total_steps,
