@@ -19,22 +19,27 @@ import json
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule, get_device
+from stable_baselines3.her import HerReplayBuffer
+from stable_baselines3.her.goal_selection_strategy import GoalSelectionStrategy
 
 from vaerl.errors import CheckpointError
 
 Algorithm = TypeVar("Algorithm", bound=BaseAlgorithm)
 
 # the functions numpy and the standard library pickle arrays, scalars, dtypes, random generators and deques with
+# (numpy's scalar types, ``numpy.float32`` and the like, are resolved as well)
 _FUNCTIONS = {
     ("numpy", "dtype"), ("numpy", "ndarray"),
     *((core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")),
@@ -50,7 +55,7 @@ _FUNCTIONS = {
 # optimizers, and features extractors of agents/ or vaerl/)
 _CLASS_MODULES = ("gymnasium.spaces", "stable_baselines3", "torch.nn.modules", "torch.optim", "agents", "vaerl")
 _CLASS_KINDS = (gym.spaces.Space, BasePolicy, BaseBuffer, ActionNoise, torch.nn.Module, torch.optim.Optimizer,
-                FloatSchedule, LinearSchedule, ConstantSchedule)
+                FloatSchedule, LinearSchedule, ConstantSchedule, TrainFreq, TrainFrequencyUnit, GoalSelectionStrategy)
 # what an agent that only acts does without, should its file pickle them as code (SB3 before 2.7 pickled
 # schedules as closures): how it learned and where its last rollout stopped
 _ACTING_STAND_INS: dict[str, Any] = {
@@ -64,18 +69,36 @@ class RefusedGlobal(pickle.UnpicklingError):
     """A pickle names something that is not plain agent data: loading it could run code."""
 
 
-class _AgentUnpickler(pickle.Unpickler):
+def _in_class_modules(module: str) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in _CLASS_MODULES)
+
+
+class _AgentUnpickler(pickle._Unpickler):  # the Python unpickler, so that BUILD can be checked
+    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FUNCTIONS:
             return super().find_class(module, name)
-        if any(module == prefix or module.startswith(prefix + ".") for prefix in _CLASS_MODULES) and "." not in name:
+        if module == "numpy" and isinstance(getattr(np, name, None), type) and issubclass(getattr(np, name), np.generic):
+            return getattr(np, name)
+        if _in_class_modules(module) and "." not in name:
             try:
                 found = getattr(importlib.import_module(module), name, None)
             except ImportError:
                 found = None
-            if isinstance(found, type) and issubclass(found, _CLASS_KINDS):
+            if isinstance(found, type) and issubclass(found, _CLASS_KINDS) and _in_class_modules(found.__module__):
                 return found
         raise RefusedGlobal(f"{module}.{name}")
+
+    def load_build(self) -> None:
+        instance, state = self.stack[-2], self.stack[-1]
+        # a dtype's state must be the one numpy gives it: an object dtype whose flags say "no objects" would make
+        # numpy read raw bytes of the file as object pointers
+        if isinstance(instance, np.dtype) and state != instance.__reduce__()[2]:
+            raise RefusedGlobal(f"numpy.dtype {instance} with an altered state {state!r}")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def unpickle_agent_data(data: bytes) -> Any:
@@ -84,11 +107,14 @@ def unpickle_agent_data(data: bytes) -> Any:
 
 
 def _refusal(path: Path, what: str, refused: RefusedGlobal) -> CheckpointError:
-    return CheckpointError(
-        f"{path}: {what} pickles {refused}, which is not agent data, so vaerl does not unpickle it (that could run "
-        "code). Agents saved by vaerl never do; for an agent from elsewhere, load and save it again with "
-        "Stable-Baselines3 >= 2.8 (schedules as classes) if you trust the file; features extractors are read from "
-        "agents/ and vaerl/ only")
+    if str(refused).startswith("cloudpickle."):  # a function or class pickled by value, as SB3 < 2.7 did schedules
+        fix = ("it is code pickled by value (Stable-Baselines3 before 2.7 saved schedules so): if you trust the file, "
+               "load it with Stable-Baselines3 itself and save it again with version 2.8 or later")
+    else:
+        fix = ("vaerl reads only numpy arrays, gymnasium spaces, SB3 classes, torch modules and optimizers and the "
+               "features extractors of agents/ and vaerl/ from it")
+    return CheckpointError(f"{path}: {what} pickles {refused}, which vaerl does not unpickle because it could run "
+                           f"code; {fix}")
 
 
 def _pickled_attributes(path: Path) -> dict[str, bytes]:
@@ -98,8 +124,11 @@ def _pickled_attributes(path: Path) -> dict[str, bytes]:
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not a Stable-Baselines3 agent ({exc}); give the .zip that SB3's "
                               "save wrote") from exc
-    return {key: base64.b64decode(value[":serialized:"]) for key, value in data.items()
-            if isinstance(value, dict) and ":serialized:" in value}
+    try:
+        return {key: base64.b64decode(value[":serialized:"], validate=True) for key, value in data.items()
+                if isinstance(value, dict) and ":serialized:" in value}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: a pickled attribute is not base64 ({exc}); the file is damaged") from exc
 
 
 def load_algorithm(algorithm: type[Algorithm], path: str | Path, *, acting_only: bool = False,
@@ -121,7 +150,8 @@ def load_algorithm(algorithm: type[Algorithm], path: str | Path, *, acting_only:
                 raise _refusal(path, f"its attribute {key!r}", refused) from None
             custom_objects[key] = _ACTING_STAND_INS[key]
         except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: its attribute {key!r} cannot be read ({exc}); the file is damaged") from exc
+            raise CheckpointError(f"{path}: its attribute {key!r} cannot be rebuilt ({type(exc).__name__}: {exc}): the "
+                                  "file is damaged or was saved by another Stable-Baselines3 version") from exc
     return algorithm.load(path, custom_objects=custom_objects, **kwargs)
 
 
@@ -138,4 +168,7 @@ def load_replay_buffer(model: OffPolicyAlgorithm, path: str | Path) -> None:
     if not isinstance(buffer, ReplayBuffer):
         raise CheckpointError(f"{path} holds a {type(buffer).__name__}, not a replay buffer")
     buffer.device = get_device(model.device)  # as SB3's load_replay_buffer: the device of this run
+    if isinstance(buffer, HerReplayBuffer):  # as SB3: HER samples goals through the env its pickle leaves out
+        buffer.set_env(model.get_env())
+        buffer.truncate_last_trajectory()
     model.replay_buffer = buffer

@@ -13,8 +13,9 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3 import DQN, PPO
+from stable_baselines3 import DQN, PPO, SAC, TD3
 from stable_baselines3.common import save_util
+from stable_baselines3.common.noise import NormalActionNoise
 
 from agents.safe_load import load_algorithm, load_replay_buffer
 from vaerl.errors import CheckpointError
@@ -28,6 +29,20 @@ class MakeDirectory:
 
     def __reduce__(self):
         return os.mkdir, (str(self.path),)
+
+
+class ObjectDtypeWithoutItsFlags:
+    """An object dtype whose pickled state says it holds no objects: numpy would then take raw bytes for pointers."""
+
+    def __reduce__(self):
+        dtype_state = np.dtype("O").__reduce__()[2]
+        return np.dtype, ("O8", False, True), (*dtype_state[:-1], 0)
+
+
+class ForgedObject:
+    def __reduce__(self):
+        scalar = np.float32(1).__reduce__()[0]  # numpy's scalar constructor, allowed for every numpy scalar
+        return scalar, (ObjectDtypeWithoutItsFlags(), b"\x41" * 8)
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +98,18 @@ def test_a_crafted_attribute_is_refused_before_it_runs(saved_ppo: Path, tmp_path
     assert marker.exists()
 
 
+def test_a_dtype_with_an_altered_state_is_refused(saved_ppo: Path, tmp_path: Path) -> None:
+    crafted = rewrite_attribute(saved_ppo, tmp_path / "crafted.zip", "observation_space", ForgedObject())
+    with pytest.raises(CheckpointError, match=r"numpy\.dtype object with an altered state"):
+        load_algorithm(PPO, crafted, acting_only=True)
+
+
 def test_a_schedule_pickled_as_code_gets_a_stand_in_to_act_but_stops_training(saved_ppo: Path) -> None:
     # the fixture's learning rate is a lambda, pickled by value as SB3 before 2.7 pickled every schedule
     expected, _ = PPO.load(saved_ppo).predict(observations(), deterministic=True)
     model = load_algorithm(PPO, saved_ppo, acting_only=True)
     np.testing.assert_array_equal(model.predict(observations(), deterministic=True)[0], expected)
-    with pytest.raises(CheckpointError, match=r"attribute 'learning_rate' pickles cloudpickle"):
+    with pytest.raises(CheckpointError, match=r"attribute 'learning_rate' pickles cloudpickle.*save it again"):
         load_algorithm(PPO, saved_ppo)
 
 
@@ -102,6 +123,27 @@ def test_an_agent_with_class_schedules_resumes_training_from_its_file(tmp_path: 
     assert loaded.lr_schedule(1.0) == pytest.approx(3e-4)
     loaded.learn(32, reset_num_timesteps=False)
     assert loaded.num_timesteps == 96
+
+
+@pytest.mark.parametrize("algorithm", [DQN, SAC, TD3])
+def test_off_policy_agents_and_their_buffers_round_trip_and_train_on(algorithm: type, tmp_path: Path) -> None:
+    env = gym.make("CartPole-v1" if algorithm is DQN else "Pendulum-v1")
+    noise = None if algorithm is DQN else NormalActionNoise(np.zeros(1), 0.1 * np.ones(1))
+    kwargs = {} if algorithm is DQN else {"action_noise": noise}
+    model = algorithm("MlpPolicy", env, learning_starts=16, buffer_size=200, seed=0, policy_kwargs={"net_arch": [8]},
+                      **kwargs)
+    model.learn(32)
+    model.save(tmp_path / "agent.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    expected = model.predict(observations()[:, : env.observation_space.shape[0]], deterministic=True)[0]
+
+    loaded = load_algorithm(algorithm, tmp_path / "agent.zip", env=env)
+    load_replay_buffer(loaded, tmp_path / "buffer.pkl")
+    np.testing.assert_allclose(loaded.predict(observations()[:, : env.observation_space.shape[0]],
+                                              deterministic=True)[0], expected)
+    assert loaded.train_freq == model.train_freq and loaded.replay_buffer.pos == 32
+    loaded.learn(16, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 48 and loaded.replay_buffer.pos == 48
 
 
 def test_files_that_are_no_agent_are_named_with_the_fix(tmp_path: Path) -> None:

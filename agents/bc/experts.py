@@ -30,7 +30,7 @@ def load_sb3_expert(path: str | Path, algo: str, env: gym.Env, device: str = "au
     try:
         model = load_algorithm(getattr(stable_baselines3, algo), path, acting_only=True, device=device)
     except CheckpointError as exc:
-        raise ConfigError(f"cannot load {path} as a {algo} agent: {exc}") from exc
+        raise ConfigError(f"cannot load the {algo} expert: {exc}") from exc
     except (zipfile.BadZipFile, ValueError, KeyError, RuntimeError, OSError) as exc:
         raise ConfigError(f"cannot load {path} as a {algo} agent ({exc}); check expert_algo and the file") from exc
     if model.action_space != env.action_space:
