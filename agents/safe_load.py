@@ -65,6 +65,10 @@ _ACTING_STAND_INS: dict[str, Any] = {
 }
 
 
+# what a pickle of the wrong shape or from another SB3 version raises while it is rebuilt
+_UNREADABLE = (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError)
+
+
 class RefusedGlobal(pickle.UnpicklingError):
     """A pickle names something that is not plain agent data: loading it could run code."""
 
@@ -79,8 +83,9 @@ class _AgentUnpickler(pickle._Unpickler):  # the Python unpickler, so that BUILD
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FUNCTIONS:
             return super().find_class(module, name)
-        if module == "numpy" and isinstance(getattr(np, name, None), type) and issubclass(getattr(np, name), np.generic):
-            return getattr(np, name)
+        scalar_type = getattr(np, name, None) if module == "numpy" else None
+        if isinstance(scalar_type, type) and issubclass(scalar_type, np.generic):
+            return scalar_type
         if _in_class_modules(module) and "." not in name:
             try:
                 found = getattr(importlib.import_module(module), name, None)
@@ -149,7 +154,7 @@ def load_algorithm(algorithm: type[Algorithm], path: str | Path, *, acting_only:
             if not (acting_only and key in _ACTING_STAND_INS):
                 raise _refusal(path, f"its attribute {key!r}", refused) from None
             custom_objects[key] = _ACTING_STAND_INS[key]
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
+        except _UNREADABLE as exc:
             raise CheckpointError(f"{path}: its attribute {key!r} cannot be rebuilt ({type(exc).__name__}: {exc}): the "
                                   "file is damaged or was saved by another Stable-Baselines3 version") from exc
     return algorithm.load(path, custom_objects=custom_objects, **kwargs)
@@ -162,7 +167,7 @@ def load_replay_buffer(model: OffPolicyAlgorithm, path: str | Path) -> None:
         buffer = unpickle_agent_data(path.read_bytes())
     except RefusedGlobal as refused:
         raise _refusal(path, "the replay buffer", refused) from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
+    except _UNREADABLE as exc:
         raise CheckpointError(f"{path} cannot be read as a replay buffer ({exc}); delete it to resume without "
                               "the buffer") from exc
     if not isinstance(buffer, ReplayBuffer):
