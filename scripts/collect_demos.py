@@ -1,4 +1,4 @@
-"""Record expert demonstrations into one .npz demo file.
+"""Record expert demonstrations into one .npz demo file (or, with ``format=minari``, a Minari dataset).
 
     python scripts/collect_demos.py env=obstacle expert=scripted episodes=200
     python scripts/collect_demos.py env=obstacle expert=runs/agent/ppo.zip expert_algo=PPO episodes=50
