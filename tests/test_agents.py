@@ -1076,11 +1076,17 @@ def test_features_extractor_is_finetuned_or_stays_frozen(runs: Path, trainable: 
 
 
 def test_finetuned_run_reloads_with_its_trained_encoder(runs: Path) -> None:
-    cfg = config(runs, **{"encoder.finetune": True, "eval.every": 0, "total_steps": 64})
+    # a constant learning rate: a linear schedule is 0 at the end of learn(64), and the encoder would not move
+    cfg = config(runs, **{"encoder.finetune": True, "eval.every": 0, "total_steps": 64,
+                          "agent.hyperparams.learning_rate": 1e-3})
     assert train_agent(cfg)["finetune"] is True
     agent = load_agent(cfg.output_dir, device="cpu")
     assert isinstance(agent.model.policy.features_extractor, EncoderFeatures)
     assert (cfg.output_dir / "play.mp4").is_file()
+    # the reloaded encoder is the fine-tuned one, not the pretrained checkpoint loaded again
+    pretrained = load_model(runs / "runs/pretrain/fake/vae/seed0/encoder.safetensors")[0].state_dict()
+    reloaded = agent.model.policy.features_extractor.model.state_dict()
+    assert any(not torch.equal(pretrained[k], v) for k, v in reloaded.items())
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -102,10 +102,54 @@ def test_every_primary_config_has_a_typed_config() -> None:
     assert sorted(TYPED) == PRIMARY
 
 
+def option_values(group: str, option: str) -> tuple[bool, dict[str, Any]]:
+    """An option file's own leaf values by dotted path (no defaults list, no interpolations), and whether
+    its package is the root (``# @package _global_``) rather than its group's node."""
+    path = CONFIGS / group / f"{option}.yaml"
+    at_root = "@package _global_" in path.read_text()
+    values: dict[str, Any] = {}
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif not (isinstance(node, str) and "${" in node):
+            values[where] = node
+
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    walk({k: v for k, v in raw.items() if k != "defaults"}, "")
+    return at_root, values
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists and dataclasses as dicts, as YAML writes them."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 @pytest.mark.parametrize("name,override", CASES)
 def test_every_group_option_parses_into_the_typed_config(name: str, override: str) -> None:
     extra = ["env.id=pkg.module:Env"] if override == "env=custom" else []
-    assert isinstance(parse(name, [override, *extra]), TYPED[name])
+    parsed = parse(name, [override, *extra])
+    assert isinstance(parsed, TYPED[name])
+    group, option = override.split("=")
+    at_root, values = option_values(group, option)
+    if group.startswith("hydra/") or not values:  # Hydra's own settings; paths, which are interpolations only
+        return
+    node = parsed if at_root else getattr(parsed, group)
+    overridden = {e.split("=")[0].removeprefix(f"{group}.") for e in extra}
+    for where, value in values.items():  # the option's own values reach the typed config, none left behind
+        if where in overridden:
+            continue
+        found: Any = node
+        for part in where.split("."):
+            found = found[part] if isinstance(found, dict) else getattr(found, part)
+        assert plain(found) == value, f"{group}={option}: {where} is {found!r}, the option says {value!r}"
 
 
 def differences(yaml: Any, python: Any, where: str) -> list[str]:

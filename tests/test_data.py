@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vaerl.data import BatchLoader, FrameDataset, FrameDatasetWriter, ensure_dataset
+from vaerl.data.collect import dataset_name
 from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import DatasetError
 
@@ -131,13 +132,24 @@ def test_existing_dataset_is_reused_not_recollected(tmp_path: Path, fake_config)
 
 
 def test_reused_dataset_with_wrong_frame_shape_is_refused(tmp_path: Path, fake_config) -> None:
+    """A well-formed dataset in the folder the key names, but of other frames, is refused before training."""
+    spec = preprocess_spec(fake_config, make_env(fake_config))
+    path = tmp_path / dataset_name(fake_config.to_dict(), spec, 50, 0, ())
+    writer = FrameDatasetWriter(path, (1, 16, 16))
+    writer.add(np.zeros((50, 1, 16, 16), np.uint8), 0)
+    writer.close()
+    with pytest.raises(DatasetError, match=r"holds frames \(1, 16, 16\), the encoder needs \(1, 32, 32\)"):
+        ensure_dataset(tmp_path, lambda: make_env(fake_config), spec, 50, key=fake_config.to_dict(), progress=False)
+
+
+def test_reused_dataset_with_a_forged_meta_is_refused_as_corrupt(tmp_path: Path, fake_config) -> None:
     spec = preprocess_spec(fake_config, make_env(fake_config))
     dataset = ensure_dataset(tmp_path, lambda: make_env(fake_config), spec, 50, key=fake_config.to_dict(),
                              progress=False)
     meta = json.loads((dataset.path / "meta.json").read_text())
     meta["frame_shape"] = [3, 32, 32]
     (dataset.path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(DatasetError):
+    with pytest.raises(DatasetError, match="corrupt"):
         ensure_dataset(tmp_path, lambda: make_env(fake_config), spec, 50, key=fake_config.to_dict(), progress=False)
 
 

@@ -47,11 +47,14 @@ def test_atari_rgb_and_sticky_actions() -> None:
 
 
 def test_custom_env_by_registered_id_and_by_class_path() -> None:
-    by_id = EnvConfig(name="x", id="vaerl/FakeFrames-v0", kind="gym", kwargs={"size": (10, 12)})
+    by_id = EnvConfig(name="x", id="vaerl/FakeFrames-v0", kind="gym", kwargs={"size": (10, 12)}, max_episode_steps=5)
     by_class = EnvConfig(name="x", id="vaerl.envs.fake:FakeFrameEnv", kind="gym", kwargs={"size": (10, 12)},
                          max_episode_steps=5)
     for config in (by_id, by_class):
-        assert make_env(config).reset(seed=0)[0].shape == (10, 12, 1)
+        env = make_env(config)
+        assert env.reset(seed=0)[0].shape == (10, 12, 1)
+        truncated = [env.step(env.action_space.sample())[3] for _ in range(5)]
+        assert truncated == [False] * 4 + [True]  # max_episode_steps holds either way (the env's own is 100)
 
 
 def test_custom_dict_env_needs_its_image_key() -> None:

@@ -116,6 +116,12 @@ def test_video_shows_input_reconstruction_and_error_side_by_side():
     video = reconstruction_frames(model, frames, scale=2)
     assert video.shape == (3, 64, 2 * (3 * 32 + 4), 3) and video.dtype == np.uint8
     assert np.array_equal(video[:, ::2, :64:2, 0], frames[:, 0])  # the left panel is the input itself
+    with torch.no_grad():
+        recon = model.reconstruct(torch.as_tensor(frames) / 255.0)[:, 0].numpy() * 255
+    middle, right = video[:, ::2, 2 * 34::2, 0][:, :, :32], video[:, ::2, 2 * 68::2, 0]  # after 2-pixel gaps
+    assert np.abs(middle - recon).max() <= 1  # the decoder means
+    assert np.abs(right - np.abs(frames[:, 0] - recon)).max() <= 1  # and the absolute error, never clipped to 0
+    assert right.mean() > 10  # a random-init model leaves a visible error
 
 
 # ---------------------------------------------------------------------------------------------- the report

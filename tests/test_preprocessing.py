@@ -57,9 +57,9 @@ def test_float_frames_are_scaled_to_uint8() -> None:
 
 def test_gray_conversion_matches_itu_601() -> None:
     rgb = np.zeros((1, 2, 2, 3), np.uint8)
-    rgb[..., 0] = 200
+    rgb[...] = (200, 100, 50)  # distinct channels: swapped weights give another gray
     spec = PreprocessSpec(source_shape=(2, 2, 3), layout="hwc", size=(2, 2), grayscale=True)
-    assert int(spec(rgb)[0, 0, 0, 0]) == round(0.299 * 200)
+    assert int(spec(rgb)[0, 0, 0, 0]) == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50) == 124
 
 
 def test_spec_round_trips_through_dict() -> None:

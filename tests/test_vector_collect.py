@@ -39,14 +39,22 @@ def test_each_env_episode_is_stored_contiguously_and_the_count_is_exact(tmp_path
     assert len(train) + len(val) == 301
 
 
-def test_frames_match_the_single_env_preprocessing(tmp_path: Path) -> None:
+def test_stored_frames_replay_in_a_single_env(tmp_path: Path) -> None:
+    """Each stored episode is one env's game: its frames, preprocessed as a single env's, with the actions
+    taken from them (a frame stored after its step, or in another env's episode, fails the replay)."""
     config = fake_env_config(max_steps=23)
-    env = make_env(config)
-    spec = preprocess_spec(config, env)
-    envs = sync_envs(config, 2)
-    obs, _ = envs.reset(seed=5)
-    single, _ = env.reset(seed=5)
-    np.testing.assert_array_equal(spec(obs)[0], spec(single[None])[0])  # same env, same seed, same frame
+    spec = preprocess_spec(config, make_env(config))
+    dataset = collect_vector_frames(sync_envs(config, 3), spec, 3 * 23, tmp_path / "d", seed=0, extras=["action"],
+                                    progress=False)
+    actions = dataset.extra("action")
+    for episode in range(3):  # all three end at step 23, flushed in env order: episode i is env i's, seeded 0 + i
+        rows = np.flatnonzero(dataset.episodes == episode)
+        env = make_env(config)
+        obs, _ = env.reset(seed=episode)
+        assert len(rows) == 23
+        for frame, action in zip(dataset.frames(rows), actions[rows]):
+            np.testing.assert_array_equal(frame, spec(obs[None])[0])
+            obs, *_ = env.step(int(action))
 
 
 def test_ram_and_policies_need_one_env(tmp_path: Path) -> None:
