@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import vaerl
 from agents.rl import EncoderFeatures, EvalConfig, TrainAgentConfig, load_agent, play, train_agent
 from agents.rl.builders import build_agent, model_kwargs
 from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
-from agents.rl.envs import make_run_env, run_observations
+from agents.rl.envs import load_run_encoder, make_run_env, run_observations
 from agents.rl.evaluate import EvaluateAgentConfig, evaluate_agent
 from agents.rl.features import (
     CellConvFeatures,
@@ -282,11 +283,11 @@ def test_finished_run_trains_further_when_asked_for_more_steps(runs: Path, monke
     with pytest.raises(KeyboardInterrupt):
         train_agent(longer)
     state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
-    assert state["num_timesteps"] == 160 and state["train_seconds"] >= first["train_seconds"]
+    assert state["num_timesteps"] == 128 and state["train_seconds"] >= first["train_seconds"]  # its rollout's start
     assert json.loads((cfg.output_dir / "eval.json").read_text())["total_steps"] == 64  # still the finished run's
     monkeypatch.setattr(PeriodicEval, "_on_step", step)
     result = train_agent(longer)  # the same command again: on from the extension's checkpoint, not from 64
-    assert result["resumed_from"] == 160 and result["total_steps"] >= 256  # PPO finishes its last rollout
+    assert result["resumed_from"] == 128 and result["total_steps"] == 256
     assert json.loads((cfg.output_dir / "eval.json").read_text())["total_steps"] == result["total_steps"]
     steps = [h["step"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
     assert steps[:4] == [32, 64, 96, 128] and steps == sorted(set(steps)) and steps[-1] >= 256
@@ -340,8 +341,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     cfg = config(runs, **{"eval.every": 32})
     step = PeriodicEval._on_step
 
-    def interrupt(self):  # Ctrl-C once the first checkpoint (64 steps) is on disk
-        if self.num_timesteps >= 96:
+    def interrupt(self):  # Ctrl-C part-way through the second rollout (steps 64-128), after the evaluation at 96
+        if self.num_timesteps >= 100:
             raise KeyboardInterrupt
         return step(self)
 
@@ -349,17 +350,51 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     with pytest.raises(KeyboardInterrupt):
         train_agent(cfg)
     state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
-    assert state["num_timesteps"] == 96 and state["train_seconds"] > 0 and not (cfg.output_dir / "eval.json").exists()
+    # the checkpoint counts only steps trained on: the first rollout's 64, after its one update
+    assert state["num_timesteps"] == 64 and state["train_seconds"] > 0 and not (cfg.output_dir / "eval.json").exists()
+    with zipfile.ZipFile(cfg.output_dir / "checkpoints/last.zip") as archive:
+        saved = json.loads(archive.read("data"))
+    assert saved["num_timesteps"] == 64 and saved["_n_updates"] == 1
+    interrupted = [h["step"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
+    assert interrupted == [32, 64, 96]
     monkeypatch.setattr(PeriodicEval, "_on_step", step)
+    seeds = []
+    real_env = make_run_env
+
+    def recorded(cfg, observations, *, n_envs, seed, training):
+        seeds.append((training, seed))
+        return real_env(cfg, observations, n_envs=n_envs, seed=seed, training=training)
+
+    monkeypatch.setattr("agents.rl.train.make_run_env", recorded)
     result = train_agent(cfg)
+    # training plays on from new games (seed + steps done); evaluations keep their games
+    assert seeds[:2] == [(True, cfg.seed + 64), (False, cfg.seed + cfg.eval.seed_offset)]
     history = json.loads((cfg.output_dir / "evaluations.json").read_text())
     steps = [h["step"] for h in history]
-    assert result["resumed_from"] == 96 and result["total_steps"] >= 128  # PPO finishes its last rollout
-    assert steps[:2] == [32, 64] and steps == sorted(steps) and steps[-1] >= 128
+    assert result["resumed_from"] == 64 and result["total_steps"] == 128
+    assert steps == [32, 64, 96, 128]  # the evaluation at 96 of the abandoned stretch made again, not kept twice
     # the clock goes on from the checkpoint's: training time summed over both processes, the pause left out
     clock = [h["train_seconds"] for h in history]
     assert clock == sorted(clock) and clock[-1] >= state["train_seconds"]
     assert result["train_seconds"] >= clock[-1]
+
+
+def test_a_run_stopped_in_its_final_evaluation_resumes_from_its_final_model(runs: Path) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0})  # 128 steps, checkpoints every 64
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the machine went away")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("agents.rl.train.evaluate", crash)
+        with pytest.raises(RuntimeError):
+            train_agent(cfg)
+    assert (cfg.output_dir / "agent.zip").exists() and not (cfg.output_dir / "eval.json").exists()
+    trained = PPO.load(cfg.output_dir / "agent.zip", device="cpu").policy.state_dict()
+    result = train_agent(cfg)  # the same command: evaluates the trained model, does not train from a checkpoint
+    assert result["resumed_from"] == 128 and result["total_steps"] == 128
+    final = load_agent(cfg.output_dir, device="cpu").model.policy.state_dict()
+    assert all(torch.equal(trained[key], value) for key, value in final.items())
 
 
 def test_without_a_terminal_training_prints_progress_lines(runs: Path, caplog: pytest.LogCaptureFixture,
@@ -1094,6 +1129,20 @@ def test_missing_encoder_names_the_command_that_makes_one(tmp_path: Path) -> Non
     with pytest.raises(CheckpointError, match=r"python scripts/pretrain_vae.py env=fake model=vae seed=0"):
         train_agent(config(tmp_path))
     assert not (tmp_path / "runs" / "agent").exists()
+
+
+def test_an_encoder_of_unfinished_pretraining_is_used_with_a_warning(runs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run_dir = runs / "runs/pretrain/fake/vae/seed0"
+    with caplog.at_level(logging.WARNING, logger="agents"):
+        load_run_encoder(config(runs), "cpu")
+        assert not caplog.records  # a finished run (here: no train state at all) is used quietly
+        (run_dir / "train_state.pt").write_bytes(b"")  # interrupted: a train state and no metrics.json
+        load_run_encoder(config(runs), "cpu")
+        assert any("has not finished" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        (run_dir / "metrics.json").write_text("{}")  # finished
+        load_run_encoder(config(runs), "cpu")
+        assert not caplog.records
 
 
 def test_encoder_of_another_env_or_preprocessing_is_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from conftest import REPO, TINY_VAE, TINY_VQVAE, fake_env_config
 
 import vaerl
+from vaerl.checkpoint import load_model
 from vaerl.errors import ConfigError, TrainingError
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.training.weighting import ForegroundWeighting
@@ -101,6 +103,26 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     resumed = pretrain(tiny_config(tmp_path, steps=6))
     assert resumed["steps"] == 6
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
+
+
+def test_a_run_killed_while_saving_never_resumes_past_its_encoder(tmp_path: Path, monkeypatch) -> None:
+    """The encoder is written before the train state: a run killed between them at its last step resumes from
+    the older state and writes the encoder again, instead of finishing with the encoder of 3 steps before."""
+    module = importlib.import_module("vaerl.training.pretrain")  # (the package exports its function by that name)
+    real = module.save_checkpoint
+
+    def killed_at_the_end(path, model, spec, env, extra):
+        if extra["step"] == 6:
+            raise KeyboardInterrupt
+        real(path, model, spec, env, extra)
+
+    monkeypatch.setattr(module, "save_checkpoint", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_config(tmp_path, steps=6))
+    assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 3
+    monkeypatch.setattr(module, "save_checkpoint", real)
+    assert pretrain(tiny_config(tmp_path, steps=6))["steps"] == 6
+    assert load_model(tmp_path / "run" / "encoder.safetensors")[1].extra["step"] == 6
 
 
 def test_a_finished_run_trains_on_when_given_more_steps(tmp_path: Path) -> None:

@@ -138,6 +138,12 @@ def test_sample_mode_is_seeded_by_reset(vae_ckpt: Path) -> None:
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, mean)
     quiet_checks(env)
+    # a vector env takes one seed per env, as gymnasium allows
+    envs = vaerl.wrap(gym.vector.SyncVectorEnv([lambda: make_env(fake_env_config())] * 2), ckpt, mode="sample",
+                      device="cpu")
+    c, _ = envs.reset(seed=[5, 6])
+    d, _ = envs.reset(seed=[5, 6])
+    np.testing.assert_array_equal(c, d)
 
 
 @pytest.mark.parametrize("options", [{}, {"stack": 4}, {"stack_mode": "delta"}])

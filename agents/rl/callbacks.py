@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from vaerl.io import atomic_path, write_json
@@ -73,6 +75,12 @@ def checkpoint_steps(run_dir: Path) -> int:
     return int(_checkpoint_state(run_dir).get("num_timesteps", 0))
 
 
+def saved_steps(path: Path) -> int:
+    """The agent steps of a model saved by SB3 (read from its zip's ``data`` JSON, nothing unpickled)."""
+    with zipfile.ZipFile(path) as archive:
+        return int(json.loads(archive.read("data"))["num_timesteps"])
+
+
 def save_model(model: BaseAlgorithm, path: Path) -> None:
     """``model.save`` to a temporary name, then one rename: a reader never sees half a zip."""
     with atomic_path(path) as tmp:  # its ".tmp" suffix stops SB3 from appending ".zip"
@@ -92,7 +100,14 @@ class PeriodicEval(BaseCallback):
         self._next = 0
 
     def _on_training_start(self) -> None:
-        done = self.history[-1]["step"] if self.history else 0
+        # a run resumed from a checkpoint behind its last evaluations drops them: they evaluated steps it goes back on
+        kept = [entry for entry in self.history if entry["step"] <= self.num_timesteps]
+        if len(kept) < len(self.history):
+            log.info("resuming from step %d: dropping %d evaluations made after it", self.num_timesteps,
+                     len(self.history) - len(kept))
+            self.history = kept
+            write_json(self.path, self.history)
+        done = max(self.history[-1]["step"] if self.history else 0, self.num_timesteps)
         self._next = (done // self.every + 1) * self.every
 
     def _on_step(self) -> bool:
@@ -110,25 +125,41 @@ class PeriodicEval(BaseCallback):
 
 
 class ResumableCheckpoint(BaseCallback):
-    """Every ``every`` agent steps (and when interrupted), save what ``train_agent`` needs to resume."""
+    """Every ``every`` agent steps (and when interrupted), save what ``train_agent`` needs to resume.
+
+    Saves happen as a rollout starts, the one moment when every step counted so far has been stored and trained
+    on: SB3 calls ``on_step`` before the step reaches the rollout buffer, so a save there would count steps that
+    a resumed run never trains on.
+    """
 
     def __init__(self, run_dir: Path, every: int, clock: TrainingClock | None = None) -> None:
         super().__init__()
         self.run_dir, self.every = Path(run_dir), every
         self.clock = clock or TrainingClock()
-        self._last = 0
+        self._last = self._rollout_start = 0
 
     def _on_training_start(self) -> None:
-        self._last = self.num_timesteps
+        self._last = self._rollout_start = self.num_timesteps
 
-    def _on_step(self) -> bool:
+    def _on_rollout_start(self) -> None:
+        self._rollout_start = self.num_timesteps
         if self.num_timesteps - self._last >= self.every:
             self.save()
+
+    def _on_step(self) -> bool:
         return True
 
     def save(self) -> None:
         self._last = self.num_timesteps
         save_checkpoint(self.model, self.run_dir, self.clock.seconds())
+
+    def save_interrupted(self) -> None:
+        """Save part-way through a rollout. An on-policy algorithm has not trained on the rollout's steps, and a
+        resumed run starts a new rollout, so the checkpoint counts the steps up to the rollout's start (the weights
+        are the same). An off-policy algorithm has stored the steps in its replay buffer and keeps them."""
+        if isinstance(self.model, OnPolicyAlgorithm):
+            self.model.num_timesteps = self._rollout_start
+        self.save()
 
 
 def save_checkpoint(model: BaseAlgorithm, run_dir: Path, train_seconds: float) -> None:

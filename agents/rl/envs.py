@@ -7,6 +7,7 @@ episode at each lost life like the RL Zoo, and both report whole games in ``info
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,9 @@ from vaerl.envs.make import EnvConfig, make_env
 from vaerl.envs.vector import AtariVecEnv
 from vaerl.errors import CheckpointError, ConfigError, ObservationError
 from vaerl.preprocessing import image_space
+from vaerl.training.pretrain import unfinished_run
+
+log = logging.getLogger("agents")
 
 
 def run_observations(cfg: TrainAgentConfig, device: Any) -> Observations:
@@ -43,6 +47,10 @@ def load_run_encoder(cfg: TrainAgentConfig, device: Any) -> Encoder:
                               f" Make one with `{how}`, or pass encoder=<path to encoder.safetensors>"
                               f" (or train the pixel baseline with latent=false)")
     encoder = load_encoder(file, device, spec_override=cfg.encoder.preprocess or None)
+    if unfinished_run(file.parent):
+        log.warning("the encoder at %s is an intermediate checkpoint (step %s) of a pretraining run that has not "
+                    "finished: finish it by running its command again, or go on with this one knowingly", file,
+                    encoder.info.extra.get("step", "?"))
     if not cfg.encoder.preprocess:
         check_encoder_env(encoder.info, cfg.env, where=f"the encoder at {file}", target="this run's env",
                           fix=f"Use the env settings it was trained with, pretrain one for these "

@@ -43,6 +43,7 @@ from agents.rl.callbacks import (
     checkpoint_steps,
     evaluate,
     save_model,
+    saved_steps,
 )
 from agents.rl.config import EvalConfig, TrainAgentConfig
 from agents.rl.envs import make_run_env, run_observations
@@ -85,14 +86,16 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
     if resume and cfg.eval.deterministic is None:
         cfg = dataclasses.replace(cfg, eval=_saved_evaluation(run_dir, cfg.eval))
-    seed_everything(cfg.seed)
+    # a resumed run plays on from new games and draws, not from those of step 0 again (evaluations keep theirs)
+    train_seed = cfg.seed + _steps_before(run_dir, start)
+    seed_everything(train_seed)
     device = resolve_device(cfg.device)
     algorithm_class(cfg.agent.algo)
 
     # everything that can be wrong with the inputs fails here, before any file is written
     observations = run_observations(cfg, device)
     configure_threads(cfg.threads or observations.threads)
-    env = make_run_env(cfg, observations, n_envs=cfg.agent.n_envs, seed=cfg.seed, training=True)
+    env = make_run_env(cfg, observations, n_envs=cfg.agent.n_envs, seed=train_seed, training=True)
     eval_env = None
     try:
         check_action_space(cfg.agent.algo, env.action_space, cfg.env.id)
@@ -147,11 +150,28 @@ def run_start(run_dir: Path, cfg: TrainAgentConfig) -> RunStart:
                               "overwrite=true to replace it, or choose another run_dir or seed")
         # an extension that was itself interrupted resumes from its checkpoint
         return RunStart.RESUME if checkpoint_steps(run_dir) > reached else RunStart.EXTEND
-    has_checkpoint = (run_dir / CHECKPOINT).exists()
+    # a final model without eval.json: the run stopped in its final evaluation, which a resume makes again
+    has_checkpoint = (run_dir / CHECKPOINT).exists() or (run_dir / FINAL_MODEL).exists()
     if has_checkpoint and not cfg.resume:
         raise ConfigError(f"{run_dir} holds an unfinished run; pass resume=true to continue it or overwrite=true "
                           "to start again")
     return RunStart.RESUME if has_checkpoint else RunStart.FRESH
+
+
+def resume_source(run_dir: Path) -> Path:
+    """What a resumed run loads: the final model where a run stopped after saving it (in its final evaluation
+    or video), else the last checkpoint."""
+    final, checkpoint = run_dir / FINAL_MODEL, run_dir / CHECKPOINT
+    if final.exists() and (not checkpoint.exists() or saved_steps(final) >= checkpoint_steps(run_dir)):
+        return final
+    return checkpoint
+
+
+def _steps_before(run_dir: Path, start: RunStart) -> int:
+    """Agent steps the run had made before this process: 0 for a fresh run."""
+    if start is RunStart.EXTEND:
+        return saved_steps(run_dir / FINAL_MODEL)
+    return saved_steps(resume_source(run_dir)) if start is RunStart.RESUME else 0
 
 
 def _seconds_before(run_dir: Path, start: RunStart) -> float:
@@ -189,7 +209,7 @@ def _load_or_build(
 ) -> BaseAlgorithm:
     tensorboard = str(run_dir / "tb")
     if start is not RunStart.FRESH:
-        source = run_dir / (FINAL_MODEL if start is RunStart.EXTEND else CHECKPOINT)
+        source = run_dir / FINAL_MODEL if start is RunStart.EXTEND else resume_source(run_dir)
         model = load_algorithm(algorithm_class(cfg.agent.algo), source, env=env, device=device,
                                tensorboard_log=tensorboard)
         # an extended off-policy run takes the last checkpoint's buffer, a few thousand steps behind its model
@@ -230,7 +250,7 @@ def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env:
         model.learn(remaining, callback=callbacks, progress_bar=progress_bar, tb_log_name=cfg.agent.algo,
                     reset_num_timesteps=model.num_timesteps == 0)
     except KeyboardInterrupt:
-        checkpoint.save()
-        log.warning("interrupted at step %d: checkpoint saved, run the same command again to resume",
+        checkpoint.save_interrupted()
+        log.warning("interrupted: checkpoint saved at step %d, run the same command again to resume",
                     model.num_timesteps)
         raise

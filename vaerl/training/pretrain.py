@@ -181,8 +181,16 @@ def resume(run: PretrainRun) -> int:
     for group in run.optimizer.param_groups:
         group["lr"] = run.cfg.train.lr
     torch.set_rng_state(state["torch_rng"])
+    if len(state.get("cuda_rng", [])) == torch.cuda.device_count() > 0:  # the same GPUs as the run that saved it
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     log.info("resuming %s from step %d", run.run_dir, int(state["step"]))
     return int(state["step"])
+
+
+def unfinished_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a pretraining run that has not finished (interrupted, or running now): its
+    ``encoder.safetensors`` is an intermediate checkpoint."""
+    return (run_dir / TRAIN_STATE).exists() and not (run_dir / METRICS).exists()
 
 
 def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +212,8 @@ def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
 def save_train_state(run: PretrainRun, step: int) -> None:
     state = {"step": step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
              "torch_rng": torch.get_rng_state(), "identity": json.dumps(run.identity, default=str)}
+    if torch.cuda.is_available():  # posterior samples, object dropout and code restarts draw on the GPU there
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(run.run_dir / TRAIN_STATE) as tmp:
         torch.save(state, tmp)
 
@@ -226,7 +236,9 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                          seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda",
                          pair_offset=model.pair_offset)
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
-    writer = SummaryWriter(str(run.run_dir / "tb")) if run.is_writer else None
+    # a resumed run drops the scalars logged after its train state, which it computes again
+    writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=start_step + 1 if start_step else None) \
+        if run.is_writer else None
     bar = tqdm(total=train.steps, initial=start_step, desc=f"pretrain {model.kind}", unit="step",
                disable=not (cfg.progress and run.is_writer))
     started, step = time.perf_counter(), start_step
@@ -253,8 +265,9 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                 log.info("step %d  val %s", step, "  ".join(f"{k}={v:.4g}" for k, v in val.items()))
                 model.train()
             if run.is_writer and (step % train.checkpoint_every == 0 or step == train.steps):
-                save_train_state(run, step)
+                # the train state last: it is what a resumed run starts from, so the encoder is never behind it
                 save_checkpoint(run.run_dir / CHECKPOINT, model, run.spec, cfg.env.to_dict(), {"step": step})
+                save_train_state(run, step)
             bar.update(1)
     finally:
         bar.close()

@@ -8,6 +8,7 @@ per-env history and runs one encoder forward pass per call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -157,8 +158,11 @@ class LatentPipeline(FramePipeline):
         """The latent space of one frame, repeated for each latent the policy sees."""
         return repeat_space(self.latent_space, self.stack)
 
-    def seed(self, seed: int | None) -> None:
-        """Seed the noise of ``mode="sample"`` so seeded resets give identical latents."""
+    def seed(self, seed: int | Sequence[int | None] | None) -> None:
+        """Seed the noise of ``mode="sample"`` so seeded resets give identical latents (a vector env's list of
+        seeds, one per env, seeds it by its first)."""
+        if not isinstance(seed, (int, np.integer)) and seed is not None:
+            seed = next((s for s in seed if s is not None), None)
         if self.generator is not None and seed is not None:
             self.generator.manual_seed(int(seed))
 
