@@ -26,7 +26,7 @@ from stable_baselines3 import PPO
 import vaerl
 from agents.rl import EncoderFeatures, EvalConfig, TrainAgentConfig, load_agent, play, train_agent
 from agents.rl.builders import build_agent, model_kwargs
-from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate
+from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate, save_model
 from agents.rl.envs import load_run_encoder, make_run_env, run_observations
 from agents.rl.evaluate import EvaluateAgentConfig, evaluate_agent
 from agents.rl.features import (
@@ -47,6 +47,7 @@ from agents.rl.observations import (
     RawObservations,
     random_play,
 )
+from agents.safe_load import load_replay_buffer
 from vaerl.checkpoint import load_model, save_checkpoint
 from vaerl.cli import parse_config
 from vaerl.config import from_dict
@@ -395,6 +396,41 @@ def test_a_run_stopped_in_its_final_evaluation_resumes_from_its_final_model(runs
     assert result["resumed_from"] == 128 and result["total_steps"] == 128
     final = load_agent(cfg.output_dir, device="cpu").model.policy.state_dict()
     assert all(torch.equal(trained[key], value) for key, value in final.items())
+
+
+def test_an_off_policy_checkpoint_cut_short_resumes_with_its_own_buffer(runs: Path) -> None:
+    """Killed after writing the next checkpoint's replay buffer but before its model: the resumed run reads the
+    model of 32 steps with the buffer of 32 steps, never the newer one (whose transitions it would add twice)."""
+    dqn = {"name": "dqn", "algo": "dqn", "n_envs": 1,
+           "hyperparams": {"buffer_size": 500, "learning_starts": 16, "batch_size": 8, "train_freq": 4,
+                           "target_update_interval": 32},
+           "latent": {"policy": "MlpPolicy", "policy_kwargs": {"net_arch": [16]}}}
+    cfg = config(runs, agent=dqn, **{"eval.every": 0, "video.steps": 0, "total_steps": 96, "checkpoint_every": 32})
+    real = save_model
+
+    def killed(model, path):
+        if path.name == "last.zip" and model.num_timesteps >= 64:
+            raise RuntimeError("killed")
+        real(model, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("agents.rl.callbacks.save_model", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_agent(cfg)
+    checkpoints = cfg.output_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("replay_buffer_*.pkl")) == ["replay_buffer_32.pkl",
+                                                                              "replay_buffer_64.pkl"]
+    sizes = []
+
+    def spy(model, path):
+        load_replay_buffer(model, path)
+        sizes.append((model.num_timesteps, model.replay_buffer.size()))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("agents.rl.train.load_replay_buffer", spy)
+        result = train_agent(cfg)
+    assert sizes == [(32, 32)] and result["resumed_from"] == 32 and result["total_steps"] == 96
+    assert [p.name for p in checkpoints.glob("replay_buffer_*.pkl")] == ["replay_buffer_64.pkl"]  # the rest removed
 
 
 def test_without_a_terminal_training_prints_progress_lines(runs: Path, caplog: pytest.LogCaptureFixture,

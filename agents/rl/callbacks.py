@@ -21,7 +21,7 @@ from vaerl.io import atomic_path, write_json
 
 CHECKPOINT = "checkpoints/last.zip"
 CHECKPOINT_STATE = "checkpoints/last.json"
-REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"
+LEGACY_REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"  # the one name older vaerl wrote buffers under
 PROGRESS_SECONDS = 30.0  # between progress lines when there is no progress bar
 
 log = logging.getLogger("agents")
@@ -71,8 +71,21 @@ def checkpoint_seconds(run_dir: Path) -> float:
 
 
 def checkpoint_steps(run_dir: Path) -> int:
-    """The agent steps of the last checkpoint (0 for none)."""
-    return int(_checkpoint_state(run_dir).get("num_timesteps", 0))
+    """The agent steps of the last checkpoint (0 for none), as its model records them."""
+    path = Path(run_dir) / CHECKPOINT
+    return saved_steps(path) if path.exists() else 0
+
+
+def replay_buffer_file(run_dir: Path, steps: int) -> Path:
+    """Where the checkpoint of ``steps`` agent steps keeps its replay buffer: named by its step, so a buffer is
+    only ever read with the model it was saved with."""
+    return Path(run_dir) / f"checkpoints/replay_buffer_{steps}.pkl"
+
+
+def checkpoint_replay_buffer(run_dir: Path) -> Path | None:
+    """The replay buffer of the last checkpoint, if it has one."""
+    candidates = (replay_buffer_file(run_dir, checkpoint_steps(run_dir)), Path(run_dir) / LEGACY_REPLAY_BUFFER)
+    return next((path for path in candidates if path.exists()), None)
 
 
 def saved_steps(path: Path) -> int:
@@ -164,13 +177,22 @@ class ResumableCheckpoint(BaseCallback):
 
 def save_checkpoint(model: BaseAlgorithm, run_dir: Path, train_seconds: float) -> None:
     """The model (and replay buffer of off-policy algorithms) under ``run_dir/checkpoints``, and how far and how
-    long it had trained."""
+    long it had trained.
+
+    Each file is written atomically, and a process that dies between them leaves a consistent checkpoint: the
+    buffer goes first under its step's name (the previous model keeps reading its own), then the model, whose
+    step is the checkpoint's; older buffers are removed only after that.
+    """
+    buffer = replay_buffer_file(run_dir, model.num_timesteps)
     if isinstance(model, OffPolicyAlgorithm):
-        with atomic_path(run_dir / REPLAY_BUFFER) as tmp:
+        with atomic_path(buffer) as tmp:
             model.save_replay_buffer(tmp)
-    save_model(model, run_dir / CHECKPOINT)  # last: its presence means the checkpoint is complete
+    save_model(model, run_dir / CHECKPOINT)
     write_json(run_dir / CHECKPOINT_STATE, {"num_timesteps": model.num_timesteps,
                                             "train_seconds": round(train_seconds, 1)})
+    for old in [*buffer.parent.glob("replay_buffer_*.pkl"), Path(run_dir) / LEGACY_REPLAY_BUFFER]:
+        if old != buffer:
+            old.unlink(missing_ok=True)
 
 
 class ProgressLog(BaseCallback):

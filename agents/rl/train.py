@@ -34,11 +34,11 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from agents.rl.builders import algorithm_class, build_agent, check_action_space
 from agents.rl.callbacks import (
     CHECKPOINT,
-    REPLAY_BUFFER,
     PeriodicEval,
     ProgressLog,
     ResumableCheckpoint,
     TrainingClock,
+    checkpoint_replay_buffer,
     checkpoint_seconds,
     checkpoint_steps,
     evaluate,
@@ -213,8 +213,9 @@ def _load_or_build(
         model = load_algorithm(algorithm_class(cfg.agent.algo), source, env=env, device=device,
                                tensorboard_log=tensorboard)
         # an extended off-policy run takes the last checkpoint's buffer, a few thousand steps behind its model
-        if isinstance(model, OffPolicyAlgorithm) and (run_dir / REPLAY_BUFFER).exists():
-            load_replay_buffer(model, run_dir / REPLAY_BUFFER)
+        buffer = checkpoint_replay_buffer(run_dir)
+        if isinstance(model, OffPolicyAlgorithm) and buffer is not None:
+            load_replay_buffer(model, buffer)
         if start is RunStart.EXTEND:
             log.warning("extending the finished run %s from step %d to %d: schedules that decay with progress "
                         "restart from %.0f%% of the way", run_dir, model.num_timesteps, cfg.total_steps,
