@@ -130,7 +130,10 @@ class FrameDatasetWriter:
         shard = len(self._shard_sizes)
         for name, chunks in self._buffers.items():
             data = np.concatenate(chunks)
-            np.save(self.tmp / f"{name}_{shard:05d}.npy", data[:count])
+            with open(self.tmp / f"{name}_{shard:05d}.npy", "wb") as handle:
+                np.save(handle, data[:count])
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before meta.json, written last, can promise it
             self._buffers[name] = [data[count:]] if len(data) > count else []
         self._buffered -= count
         self._shard_sizes.append(count)
