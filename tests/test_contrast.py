@@ -105,7 +105,7 @@ def test_the_vae_contrasts_paired_frames_and_skips_unpaired_ones() -> None:
     paired = half.training_loss(x, paired=True)
     torch.manual_seed(1)
     alone = half.training_loss(x)
-    assert float(paired.loss - alone.loss) == pytest.approx(0.5 * float(paired.metrics["contrast_nll"]), rel=1e-3)
+    assert float((paired.loss - alone.loss).detach()) == pytest.approx(0.5 * float(paired.metrics["contrast_nll"]), rel=1e-3)
     # a frame contrasted with itself needs no partner
     itself = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE, contrast_weight=1.0)  # offset 0, the default
     assert itself.pair_offset == 0 and "contrast_nll" in itself.training_loss(x).metrics
