@@ -86,8 +86,9 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
     if resume and cfg.eval.deterministic is None:
         cfg = dataclasses.replace(cfg, eval=_saved_evaluation(run_dir, cfg.eval))
+    source = _start_model(run_dir, start)
     # a resumed run plays on from new games and draws, not from those of step 0 again (evaluations keep theirs)
-    train_seed = cfg.seed + _steps_before(run_dir, start)
+    train_seed = cfg.seed + (saved_steps(source) if source is not None else 0)
     seed_everything(train_seed)
     device = resolve_device(cfg.device)
     algorithm_class(cfg.agent.algo)
@@ -105,7 +106,7 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         policy = observations.policy(settings, env.observation_space)
 
         _write_inputs(run_dir, cfg, observations, fresh=not resume)
-        model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, start)
+        model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, start, source)
         start_steps = model.num_timesteps
         clock = TrainingClock(_seconds_before(run_dir, start))
         _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
@@ -158,20 +159,18 @@ def run_start(run_dir: Path, cfg: TrainAgentConfig) -> RunStart:
     return RunStart.RESUME if has_checkpoint else RunStart.FRESH
 
 
-def resume_source(run_dir: Path) -> Path:
-    """What a resumed run loads: the final model where a run stopped after saving it (in its final evaluation
-    or video), else the last checkpoint."""
+def _start_model(run_dir: Path, start: RunStart) -> Path | None:
+    """The saved model a run goes on from (``None`` for a fresh run): an extension's finished ``agent.zip``; for a
+    resume the last checkpoint, or ``agent.zip`` where the run stopped after saving it (in its final evaluation or
+    video)."""
     final, checkpoint = run_dir / FINAL_MODEL, run_dir / CHECKPOINT
+    if start is RunStart.FRESH:
+        return None
+    if start is RunStart.EXTEND:
+        return final
     if final.exists() and (not checkpoint.exists() or saved_steps(final) >= checkpoint_steps(run_dir)):
         return final
     return checkpoint
-
-
-def _steps_before(run_dir: Path, start: RunStart) -> int:
-    """Agent steps the run had made before this process: 0 for a fresh run."""
-    if start is RunStart.EXTEND:
-        return saved_steps(run_dir / FINAL_MODEL)
-    return saved_steps(resume_source(run_dir)) if start is RunStart.RESUME else 0
 
 
 def _seconds_before(run_dir: Path, start: RunStart) -> float:
@@ -205,11 +204,10 @@ def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observatio
 
 def _load_or_build(
     cfg: TrainAgentConfig, run_dir: Path, env: Any, observations: Observations, settings: dict[str, Any],
-    policy: str, device: torch.device, start: RunStart,
+    policy: str, device: torch.device, start: RunStart, source: Path | None,
 ) -> BaseAlgorithm:
     tensorboard = str(run_dir / "tb")
-    if start is not RunStart.FRESH:
-        source = run_dir / FINAL_MODEL if start is RunStart.EXTEND else resume_source(run_dir)
+    if source is not None:
         model = load_algorithm(algorithm_class(cfg.agent.algo), source, env=env, device=device,
                                tensorboard_log=tensorboard)
         # an extended off-policy run takes the last checkpoint's buffer, a few thousand steps behind its model

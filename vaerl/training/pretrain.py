@@ -236,9 +236,9 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                          seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda",
                          pair_offset=model.pair_offset)
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
-    # a resumed run drops the scalars logged after its train state, which it computes again
-    writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=start_step + 1 if start_step else None) \
-        if run.is_writer else None
+    writer = None
+    if run.is_writer:  # a resumed run drops the scalars logged after its train state: it computes them again
+        writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
     bar = tqdm(total=train.steps, initial=start_step, desc=f"pretrain {model.kind}", unit="step",
                disable=not (cfg.progress and run.is_writer))
     started, step = time.perf_counter(), start_step
