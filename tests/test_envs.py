@@ -86,3 +86,19 @@ def test_seed_makes_fake_env_and_action_space_reproducible() -> None:
     a, b = make_env(config, seed=4), make_env(config, seed=4)
     np.testing.assert_array_equal(a.reset(seed=4)[0], b.reset(seed=4)[0])
     assert [a.action_space.sample() for _ in range(5)] == [b.action_space.sample() for _ in range(5)]
+
+
+@pytest.mark.parametrize(("radius", "pixels"), [(0, 1), (2, 25), (None, 9)])
+def test_fake_ball_is_a_square_of_its_radius(radius: int | None, pixels: int) -> None:
+    from vaerl.envs.fake import FakeFrameEnv
+
+    env = FakeFrameEnv(size=(64, 64), ball_radius=radius)  # default radius at 64x64: 64 // 42 = 1
+    frame, _ = env.reset(seed=0)
+    assert int((frame == 255).sum()) == pixels
+
+
+def test_negative_fake_ball_radius_is_refused() -> None:
+    from vaerl.envs.fake import FakeFrameEnv
+
+    with pytest.raises(ValueError, match="one-pixel ball"):
+        FakeFrameEnv(ball_radius=-1)

@@ -28,6 +28,8 @@ class FakeFrameEnv(gym.Env):
         image_key: if set, observations are ``Dict({image_key: image, "state": Box(3)})``.
         max_steps: episode length (truncation).
         continuous: ``Box(-1, 1, (1,))`` actions instead of ``Discrete(3)``.
+        ball_radius: the ball is a square of ``2 * ball_radius + 1`` pixels; 0 draws a one-pixel ball. Default: about
+            a 42nd of the height, at least 1 (a 5-pixel square at 84x84).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -41,11 +43,15 @@ class FakeFrameEnv(gym.Env):
         image_key: str | None = None,
         max_steps: int = 100,
         continuous: bool = False,
+        ball_radius: int | None = None,
         render_mode: str | None = None,
     ) -> None:
         if layout == "hw" and channels != 1:
             raise ValueError("layout 'hw' is only for gray frames (channels=1)")
+        if ball_radius is not None and ball_radius < 0:
+            raise ValueError(f"ball_radius must be >= 0 (0 draws a one-pixel ball), got {ball_radius}")
         self.height, self.width = int(size[0]), int(size[1])
+        self.ball_radius = max(1, self.height // 42) if ball_radius is None else int(ball_radius)
         self.channels, self.layout, self.dtype = channels, layout, np.dtype(dtype)
         self.image_key, self.max_steps, self.render_mode = image_key, max_steps, render_mode
         shape = {"hw": (self.height, self.width), "hwc": (self.height, self.width, channels),
@@ -103,7 +109,7 @@ class FakeFrameEnv(gym.Env):
         frame = np.full((self.height, self.width), 20, np.uint8)
         frame[: max(1, self.height // 12)] = 140  # a static "wall" at the top
         bx, by = int(self.ball[0] * (self.width - 1)), int(self.ball[1] * (self.height - 1))
-        r = max(1, self.height // 42)
+        r = self.ball_radius
         frame[max(0, by - r): by + r + 1, max(0, bx - r): bx + r + 1] = 255
         px, half = int(self.paddle_x * (self.width - 1)), max(2, self.width // 12)
         py = int(0.92 * (self.height - 1))
