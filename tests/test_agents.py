@@ -380,6 +380,33 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     assert result["train_seconds"] >= clock[-1]
 
 
+def test_a_run_killed_past_its_checkpoint_shows_each_step_once_in_tensorboard(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "checkpoint_every": 128, "total_steps": 256})
+    step = ProgressLog._on_step
+
+    def killed(self):  # a kill (no checkpoint on the way out) in the fourth rollout, 72 steps past the checkpoint
+        if self.num_timesteps >= 200:
+            raise RuntimeError("killed")
+        return step(self)
+
+    monkeypatch.setattr(ProgressLog, "_on_step", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_agent(cfg)
+    assert json.loads((cfg.output_dir / "checkpoints/last.json").read_text())["num_timesteps"] == 128
+    monkeypatch.setattr(ProgressLog, "_on_step", step)
+    train_agent(cfg)
+    folders = [p for p in (cfg.output_dir / "tb").iterdir() if p.is_dir()]
+    assert [p.name for p in folders] == ["ppo_1"] and len(list(folders[0].glob("events.*"))) >= 2
+    events = EventAccumulator(str(folders[0]))
+    events.Reload()
+    # SB3 logs after each rollout: 64, 128 and 192 before the kill; 192 again and 256 after the resume from 128
+    assert [e.step for e in events.Scalars("time/fps")] == [64, 128, 192, 256]
+
+
 def test_a_run_stopped_in_its_final_evaluation_resumes_from_its_final_model(runs: Path) -> None:
     cfg = config(runs, **{"eval.every": 0, "video.steps": 0})  # 128 steps, checkpoints every 64
 
@@ -392,8 +419,12 @@ def test_a_run_stopped_in_its_final_evaluation_resumes_from_its_final_model(runs
             train_agent(cfg)
     assert (cfg.output_dir / "agent.zip").exists() and not (cfg.output_dir / "eval.json").exists()
     trained = PPO.load(cfg.output_dir / "agent.zip", device="cpu").policy.state_dict()
+    state = json.loads((cfg.output_dir / "agent.json").read_text())
+    assert state["num_timesteps"] == 128
+    assert state["train_seconds"] > json.loads((cfg.output_dir / "checkpoints/last.json").read_text())["train_seconds"]
     result = train_agent(cfg)  # the same command: evaluates the trained model, does not train from a checkpoint
     assert result["resumed_from"] == 128 and result["total_steps"] == 128
+    assert result["train_seconds"] == pytest.approx(state["train_seconds"], abs=0.1)  # all of it, not the checkpoint's
     final = load_agent(cfg.output_dir, device="cpu").model.policy.state_dict()
     assert all(torch.equal(trained[key], value) for key, value in final.items())
 

@@ -5,6 +5,7 @@ Run directory (``cfg.output_dir``)::
     config.json            the resolved config (what load_agent rebuilds the env from)
     encoder.safetensors    a copy of the encoder (latent runs), so the agent reloads with its own
     agent.zip              the final SB3 model
+    agent.json             its steps and training seconds (what a run stopped before eval.json goes on from)
     checkpoints/last.zip   the latest periodic checkpoint (+ replay buffer for off-policy algorithms)
     evaluations.json       periodic evaluations on held-out seeds
     eval.json              the final evaluation: mean and std of the whole-game, unclipped return
@@ -29,7 +30,10 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import configure_logger
+from torch.utils.tensorboard import SummaryWriter
 
 from agents.rl.builders import algorithm_class, build_agent, check_action_space
 from agents.rl.callbacks import (
@@ -59,6 +63,7 @@ from vaerl.runtime import configure_threads, resolve_device, seed_everything
 log = logging.getLogger("agents")
 FINISHED = "eval.json"
 FINAL_MODEL = "agent.zip"
+FINAL_STATE = "agent.json"
 PLAY_VIDEO = "play.mp4"
 
 
@@ -108,10 +113,11 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         _write_inputs(run_dir, cfg, observations, fresh=not resume)
         model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, start, source)
         start_steps = model.num_timesteps
-        clock = TrainingClock(_seconds_before(run_dir, start))
+        clock = TrainingClock(_seconds_before(run_dir, start, source))
         _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
         seconds = clock.session_seconds()
         save_model(model, run_dir / FINAL_MODEL)
+        write_json(run_dir / FINAL_STATE, {"num_timesteps": model.num_timesteps, "train_seconds": clock.seconds()})
 
         final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.is_deterministic(cfg.env))
         result = {
@@ -173,11 +179,19 @@ def _start_model(run_dir: Path, start: RunStart) -> Path | None:
     return checkpoint
 
 
-def _seconds_before(run_dir: Path, start: RunStart) -> float:
-    """Training seconds the run had spent before this process: 0 for a fresh run."""
+def _seconds_before(run_dir: Path, start: RunStart, source: Path | None) -> float:
+    """Training seconds the run had spent before this process (0 for a fresh run), as recorded beside the model it
+    goes on from."""
     if start is RunStart.EXTEND:
         return float(json.loads((run_dir / FINISHED).read_text()).get("train_seconds", 0.0))
-    return checkpoint_seconds(run_dir) if start is RunStart.RESUME else 0.0
+    if start is not RunStart.RESUME:
+        return 0.0
+    final_state = run_dir / FINAL_STATE
+    if source == run_dir / FINAL_MODEL and final_state.exists():
+        state = json.loads(final_state.read_text())
+        if state["num_timesteps"] == saved_steps(source):
+            return float(state["train_seconds"])
+    return checkpoint_seconds(run_dir)
 
 
 def _saved_evaluation(run_dir: Path, current: EvalConfig) -> EvalConfig:
@@ -189,7 +203,7 @@ def _saved_evaluation(run_dir: Path, current: EvalConfig) -> EvalConfig:
 
 def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observations, fresh: bool) -> None:
     if fresh:  # outputs of an earlier run that overwrite=true replaces
-        for name in (FINISHED, FINAL_MODEL, "evaluations.json", PLAY_VIDEO, "play.gif"):
+        for name in (FINISHED, FINAL_MODEL, FINAL_STATE, "evaluations.json", PLAY_VIDEO, "play.gif"):
             (run_dir / name).unlink(missing_ok=True)
         for name in ("checkpoints", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
@@ -214,6 +228,7 @@ def _load_or_build(
         buffer = checkpoint_replay_buffer(run_dir)
         if isinstance(model, OffPolicyAlgorithm) and buffer is not None:
             load_replay_buffer(model, buffer)
+        _continue_tensorboard(model, tensorboard, cfg.agent.algo)
         if start is RunStart.EXTEND:
             log.warning("extending the finished run %s from step %d to %d: schedules that decay with progress "
                         "restart from %.0f%% of the way", run_dir, model.num_timesteps, cfg.total_steps,
@@ -226,6 +241,17 @@ def _load_or_build(
     observations.initialise(model, run_dir / CHECKPOINT_FILE)
     log.info("%s reads the observations with %s", policy, type(model.policy.features_extractor).__name__)
     return model
+
+
+def _continue_tensorboard(model: BaseAlgorithm, folder: str, name: str) -> None:
+    """Log a resumed run into the TensorBoard folder SB3 would pick, hiding what the stopped process logged past the
+    checkpoint's step (``purge_step``): those steps are trained again, and would otherwise show twice."""
+    logger = configure_logger(model.verbose, folder, name, reset_num_timesteps=False)
+    for output in logger.output_formats:
+        if isinstance(output, TensorBoardOutputFormat):
+            output.writer.close()
+            output.writer = SummaryWriter(output.writer.log_dir, purge_step=model.num_timesteps + 1)
+    model.set_logger(logger)
 
 
 def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env: Any, eval_seed: int,
