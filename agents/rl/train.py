@@ -115,16 +115,16 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         start_steps = model.num_timesteps
         clock = TrainingClock(_seconds_before(run_dir, start, source))
         _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
-        seconds = clock.session_seconds()
+        seconds, train_seconds = clock.session_seconds(), round(clock.seconds(), 1)
         save_model(model, run_dir / FINAL_MODEL)
-        write_json(run_dir / FINAL_STATE, {"num_timesteps": model.num_timesteps, "train_seconds": clock.seconds()})
+        write_json(run_dir / FINAL_STATE, {"num_timesteps": model.num_timesteps, "train_seconds": train_seconds})
 
         final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.is_deterministic(cfg.env))
         result = {
             **final, "env": cfg.env.id, "algo": cfg.agent.algo, "latent": cfg.latent, "seed": cfg.seed,
             "finetune": cfg.latent and cfg.encoder.finetune, "device": str(device),
             "total_steps": model.num_timesteps, "resumed_from": start_steps,
-            "train_seconds": round(clock.seconds(), 1),  # over every resumption
+            "train_seconds": train_seconds,  # over every resumption
             "fps": round((model.num_timesteps - start_steps) / max(seconds, 1e-9), 1),  # this last session's
         }
     finally:
@@ -182,15 +182,15 @@ def _start_model(run_dir: Path, start: RunStart) -> Path | None:
 def _seconds_before(run_dir: Path, start: RunStart, source: Path | None) -> float:
     """Training seconds the run had spent before this process (0 for a fresh run), as recorded beside the model it
     goes on from."""
-    if start is RunStart.EXTEND:
-        return float(json.loads((run_dir / FINISHED).read_text()).get("train_seconds", 0.0))
-    if start is not RunStart.RESUME:
+    if source is None:
         return 0.0
     final_state = run_dir / FINAL_STATE
     if source == run_dir / FINAL_MODEL and final_state.exists():
         state = json.loads(final_state.read_text())
         if state["num_timesteps"] == saved_steps(source):
             return float(state["train_seconds"])
+    if start is RunStart.EXTEND:
+        return float(json.loads((run_dir / FINISHED).read_text()).get("train_seconds", 0.0))
     return checkpoint_seconds(run_dir)
 
 
