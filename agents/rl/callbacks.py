@@ -18,11 +18,11 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from vaerl.io import atomic_path, write_json
+from vaerl.progress import PROGRESS_SECONDS
 
 CHECKPOINT = "checkpoints/last.zip"
 CHECKPOINT_STATE = "checkpoints/last.json"
 LEGACY_REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"  # the one name older vaerl wrote buffers under
-PROGRESS_SECONDS = 30.0  # between progress lines when there is no progress bar
 
 log = logging.getLogger("agents")
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from agents.rl.play import LoadedAgent, load_agent
 from vaerl.data.collect import PolicyFrames
@@ -28,6 +27,7 @@ from vaerl.data.vector_collect import VECTOR_EXTRAS, EpisodeBuffers, episode_ext
 from vaerl.errors import ConfigError, DatasetError
 from vaerl.evaluation.runs import file_digest
 from vaerl.preprocessing import PreprocessSpec
+from vaerl.progress import progress_bar
 from vaerl.training.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def collect_agent_frames(
     writer = FrameDatasetWriter(path, spec.frame_shape, episode_extra_specs(env.action_space, extras), shard_size,
                                 info={**(info or {}), "spec": spec.to_dict(), "num_envs": env.num_envs})
     episodes = EpisodeBuffers(writer, env.num_envs, num_frames, extras)
-    with writer, tqdm(total=num_frames, desc=f"collect agent frames ({env.num_envs} envs)", unit="frame",
-                      disable=not progress) as bar:
+    with writer, progress_bar(num_frames, f"collect agent frames ({env.num_envs} envs)", "frame",
+                                      bar=progress, logger=log) as bar:
         while episodes.collected < num_frames:
             frames = np.stack([observations.frame(env, obs, i) for i in range(env.num_envs)])
             actions, _ = model.predict(obs, deterministic=deterministic)

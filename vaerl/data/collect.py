@@ -14,13 +14,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from filelock import FileLock, Timeout
-from tqdm.auto import tqdm
 
 from vaerl.data.dataset import META, FrameDataset, FrameDatasetWriter
 from vaerl.data.vector_collect import collect_vector_frames, vector_extras
 from vaerl.errors import DatasetError
 from vaerl.observations import batch_of_one
 from vaerl.preprocessing import PreprocessSpec
+from vaerl.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def collect_frames(
     extra_specs = _extra_specs(env, extras)
     writer = FrameDatasetWriter(path, spec.frame_shape, extra_specs, shard_size,
                                 info={**(info or {}), "spec": spec.to_dict(), "seed": seed})
-    with writer, tqdm(total=num_frames, desc="collect frames", unit="frame", disable=not progress) as bar:
+    with writer, progress_bar(num_frames, "collect frames", "frame", bar=progress, logger=log) as bar:
         obs, _ = env.reset(seed=seed)
         episode = 0
         for _ in range(num_frames):

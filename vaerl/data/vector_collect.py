@@ -17,12 +17,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from tqdm.auto import tqdm
 
 from vaerl.data.dataset import FrameDataset, FrameDatasetWriter
 from vaerl.envs import EnvConfig, make_env
 from vaerl.errors import DatasetError
 from vaerl.preprocessing import PreprocessSpec
+from vaerl.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def collect_vector_frames(
                                 info={**(info or {}), "spec": spec.to_dict(), "seed": seed, "num_envs": n})
     envs.action_space.seed(seed)
     episodes = EpisodeBuffers(writer, n, num_frames, extras)
-    with writer, tqdm(total=num_frames, desc=f"collect frames ({n} envs)", unit="frame",
-                      disable=not progress) as bar:
+    with writer, progress_bar(num_frames, f"collect frames ({n} envs)", "frame", bar=progress,
+                                      logger=log) as bar:
         obs, _ = envs.reset(seed=seed)
         while episodes.collected < num_frames:
             actions = envs.action_space.sample()

@@ -1,0 +1,43 @@
+"""Progress of long loops, for a person at a terminal and for a batch job's log alike.
+
+With ``bar=True`` it is tqdm's bar. Without one (``progress=false``, or a job whose output goes to a file), the same
+tqdm line goes to the log every :data:`PROGRESS_SECONDS` and once at the end, so a log file shows how far a
+half-hour collection has got and when it will finish, without a screenful of carriage returns.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from tqdm.auto import tqdm
+
+PROGRESS_SECONDS = 30.0
+"""Seconds between progress lines in a log."""
+
+
+class _LogLines(io.StringIO):
+    """A file for tqdm that turns each refresh of the bar into one log line."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        line = text.strip("\r\n ")
+        if line:
+            self.logger.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, unit: str, *, bar: bool, logger: logging.Logger, initial: int = 0,
+             every_seconds: float = PROGRESS_SECONDS) -> tqdm:
+    """A tqdm bar (``bar=True``) or the same progress as a log line every ``every_seconds`` on ``logger``."""
+    if bar:
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=_LogLines(logger), mininterval=every_seconds,
+                bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f} %), {elapsed} so far, "
+                           "{remaining} to go, {rate_fmt}")
