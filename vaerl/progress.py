@@ -1,14 +1,15 @@
 """Progress of long loops, for a person at a terminal and for a batch job's log alike.
 
-With ``bar=True`` it is tqdm's bar. Without one (``progress=false``, or a job whose output goes to a file), the same
-tqdm line goes to the log every :data:`PROGRESS_SECONDS` and once at the end, so a log file shows how far a
-half-hour collection has got and when it will finish, without a screenful of carriage returns.
+On a terminal it is tqdm's bar. Without one (``progress=false``, or a job whose output goes to a file) the same tqdm
+line goes to the log every :data:`PROGRESS_SECONDS` and once at the end, so a batch job's log shows how far a
+half-hour collection has got and when it will finish, without a file full of carriage returns.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import sys
 
 from tqdm.auto import tqdm
 
@@ -34,10 +35,11 @@ class _LogLines(io.StringIO):
 
 
 def progress_bar(total: int, desc: str, unit: str, *, bar: bool, logger: logging.Logger, initial: int = 0,
-             every_seconds: float = PROGRESS_SECONDS) -> tqdm:
-    """A tqdm bar (``bar=True``) or the same progress as a log line every ``every_seconds`` on ``logger``."""
-    if bar:
+                 every_seconds: float = PROGRESS_SECONDS) -> tqdm:
+    """A tqdm bar where one was asked for (``bar=True``) and a terminal shows it; otherwise the same progress as a
+    line on ``logger`` every ``every_seconds`` (with the bar's postfix, e.g. a loss, at its end)."""
+    if bar and sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit, initial=initial)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=_LogLines(logger), mininterval=every_seconds,
                 bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f} %), {elapsed} so far, "
-                           "{remaining} to go, {rate_fmt}")
+                           "{remaining} to go, {rate_fmt}{postfix}")

@@ -41,6 +41,7 @@ from vaerl.models import MODEL_REGISTRY, FrameModel, LossOutput, build_model
 from vaerl.models.blocks import to_unit
 from vaerl.models.objects import ForegroundProjections
 from vaerl.preprocessing import PreprocessSpec
+from vaerl.progress import progress_bar
 from vaerl.runtime import configure_threads, seed_everything
 from vaerl.training.config import PretrainConfig
 from vaerl.training.distributed import Distributed, init_distributed
@@ -239,8 +240,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     writer = None
     if run.is_writer:  # a resumed run drops the scalars logged after its train state: it computes them again
         writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
-    bar = tqdm(total=train.steps, initial=start_step, desc=f"pretrain {model.kind}", unit="step",
-               disable=not (cfg.progress and run.is_writer))
+    bar = (progress_bar(train.steps, f"pretrain {model.kind}", "step", bar=cfg.progress, logger=log, initial=start_step)
+           if run.is_writer else tqdm(disable=True))
     started, step = time.perf_counter(), start_step
     model.train()
     try:
@@ -255,10 +256,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                 elapsed = time.perf_counter() - started
                 log_scalars(writer, "train", out.metrics, step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
                             frames_per_s=(step - start_step) * train.batch_size / elapsed)
-                bar.set_postfix(loss=f"{loss:.1f}", refresh=False)
-                if not cfg.progress and run.is_writer:  # without a bar, a periodic log line shows progress
-                    log.info("step %d/%d  loss %.1f  %.0f frames/s", step, train.steps, loss,
-                             (step - start_step) * train.batch_size / elapsed)
+                bar.set_postfix(loss=f"{loss:.1f}", frames_per_s=f"{(step - start_step) * train.batch_size / elapsed:.0f}",
+                                refresh=False)
             if run.is_writer and (step % train.val_every == 0 or step == train.steps):
                 val = validate(run)
                 log_scalars(writer, "val", val, step)
