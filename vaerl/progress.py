@@ -34,12 +34,19 @@ class _LogLines(io.StringIO):
         pass
 
 
+def _terminal() -> bool:
+    """Whether tqdm's stream (stderr) is a terminal someone watches."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def progress_bar(total: int, desc: str, unit: str, *, bar: bool, logger: logging.Logger, initial: int = 0,
                  every_seconds: float = PROGRESS_SECONDS) -> tqdm:
     """A tqdm bar where one was asked for (``bar=True``) and a terminal shows it; otherwise the same progress as a
     line on ``logger`` every ``every_seconds`` (with the bar's postfix, e.g. a loss, at its end)."""
-    if bar and sys.stderr.isatty():
+    if bar and _terminal():
         return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+    # miniters=1: the clock is read at every update, so a line comes when every_seconds have passed and only then
+    # (with tqdm's adaptive miniters its monitor thread would add a line of its own every 10 s)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=_LogLines(logger), mininterval=every_seconds,
-                bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f} %), {elapsed} so far, "
+                miniters=1, bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f} %), {elapsed} so far, "
                            "{remaining} to go, {rate_fmt}{postfix}")

@@ -50,7 +50,7 @@ class TrainConfig:
     lr: float = 1e-3
     grad_clip: float = 10.0
     log_every: int = 25
-    """Steps between TensorBoard scalars and progress-bar updates."""
+    """Steps between TensorBoard scalars (and updates of the loss and speed that progress shows)."""
     val_every: int = 500
     val_frames: int = 2048
     """Held-out frames used per validation pass."""

@@ -253,11 +253,10 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
             check_finite(loss, step, run.run_dir, train.lr)
 
             if step % train.log_every == 0 or step == train.steps:
-                elapsed = time.perf_counter() - started
+                frames_per_s = (step - start_step) * train.batch_size / (time.perf_counter() - started)
                 log_scalars(writer, "train", out.metrics, step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
-                            frames_per_s=(step - start_step) * train.batch_size / elapsed)
-                bar.set_postfix(loss=f"{loss:.1f}", frames_per_s=f"{(step - start_step) * train.batch_size / elapsed:.0f}",
-                                refresh=False)
+                            frames_per_s=frames_per_s)
+                bar.set_postfix(loss=f"{loss:.1f}", frames_per_s=f"{frames_per_s:.0f}", refresh=False)
             if run.is_writer and (step % train.val_every == 0 or step == train.steps):
                 val = validate(run)
                 log_scalars(writer, "val", val, step)
