@@ -456,10 +456,10 @@ def test_an_off_policy_checkpoint_cut_short_resumes_with_its_own_buffer(runs: Pa
     cfg = config(runs, agent=dqn, **{"eval.every": 0, "video.steps": 0, "total_steps": 96, "checkpoint_every": 32})
     real = save_model
 
-    def killed(model, path):
+    def killed(model, path, train_seconds=None):
         if path.name == "last.zip" and model.num_timesteps >= 64:
             raise RuntimeError("killed")
-        real(model, path)
+        real(model, path, train_seconds)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("agents.rl.callbacks.save_model", killed)
@@ -1328,3 +1328,19 @@ def test_evaluate_script_writes_the_sampled_evaluation_beside_the_agent(trained:
     assert result["deterministic"] is False and result["episodes"] == 2 and result["total_steps"] == 128
     assert "sampled policy: return" in done.stdout
     (trained / "evaluation-sampled.json").unlink()  # the module's run stays as training left it
+
+
+def test_a_models_seconds_are_read_only_beside_that_very_model(trained: Path, tmp_path: Path) -> None:
+    from agents.rl.callbacks import model_state_file, saved_seconds
+
+    model = tmp_path / "agent.zip"
+    shutil.copyfile(trained / "agent.zip", model)
+    assert saved_seconds(model) is None  # no record
+    steps = json.loads((trained / "agent.json").read_text())["num_timesteps"]
+    model_state_file(model).write_text(json.dumps({"num_timesteps": steps, "train_seconds": 12.5}))
+    assert saved_seconds(model) == 12.5
+    # a record of the model before (the process died between the zip and its record) says nothing of this one
+    model_state_file(model).write_text(json.dumps({"num_timesteps": steps - 64, "train_seconds": 10.0}))
+    assert saved_seconds(model) is None
+    model_state_file(model).write_text(json.dumps({"num_timesteps": steps}))  # a checkpoint older than the clock
+    assert saved_seconds(model) == 0.0

@@ -21,7 +21,6 @@ from vaerl.io import atomic_path, write_json
 from vaerl.progress import PROGRESS_SECONDS
 
 CHECKPOINT = "checkpoints/last.zip"
-CHECKPOINT_STATE = "checkpoints/last.json"
 LEGACY_REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"  # the one name older vaerl wrote buffers under
 
 log = logging.getLogger("agents")
@@ -58,18 +57,6 @@ class TrainingClock:
         return time.perf_counter() - self._start
 
 
-def _checkpoint_state(run_dir: Path) -> dict[str, Any]:
-    """What the last complete checkpoint recorded (empty for none)."""
-    path = Path(run_dir) / CHECKPOINT_STATE
-    complete = path.exists() and (Path(run_dir) / CHECKPOINT).exists()
-    return json.loads(path.read_text()) if complete else {}
-
-
-def checkpoint_seconds(run_dir: Path) -> float:
-    """The training seconds the last checkpoint recorded (0 for none, or for one older than the clock)."""
-    return float(_checkpoint_state(run_dir).get("train_seconds", 0.0))
-
-
 def checkpoint_steps(run_dir: Path) -> int:
     """The agent steps of the last checkpoint (0 for none), as its model records them."""
     path = Path(run_dir) / CHECKPOINT
@@ -94,10 +81,30 @@ def saved_steps(path: Path) -> int:
         return int(json.loads(archive.read("data"))["num_timesteps"])
 
 
-def save_model(model: BaseAlgorithm, path: Path) -> None:
-    """``model.save`` to a temporary name, then one rename: a reader never sees half a zip."""
+def model_state_file(path: Path) -> Path:
+    """Beside a saved model (``agent.zip``), how far and how long it had trained (``agent.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def save_model(model: BaseAlgorithm, path: Path, train_seconds: float | None = None) -> None:
+    """``model.save`` to a temporary name, then one rename: a reader never sees half a zip. With ``train_seconds``,
+    its steps and training seconds follow in :func:`model_state_file`."""
     with atomic_path(path) as tmp:  # its ".tmp" suffix stops SB3 from appending ".zip"
         model.save(tmp)
+    if train_seconds is not None:
+        write_json(model_state_file(path), {"num_timesteps": model.num_timesteps,
+                                            "train_seconds": round(train_seconds, 1)})
+
+
+def saved_seconds(path: Path) -> float | None:
+    """The training seconds recorded beside the model saved at ``path``: ``None`` without a record of that very
+    model (none, or one of another step: the process died between the two writes); 0 for a record older than the
+    clock."""
+    state_file = model_state_file(path)
+    if not (Path(path).exists() and state_file.exists()):
+        return None
+    state = json.loads(state_file.read_text())
+    return float(state.get("train_seconds", 0.0)) if state["num_timesteps"] == saved_steps(path) else None
 
 
 class PeriodicEval(BaseCallback):
@@ -187,9 +194,7 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: Path, train_seconds: float) -
     if isinstance(model, OffPolicyAlgorithm):
         with atomic_path(buffer) as tmp:
             model.save_replay_buffer(tmp)
-    save_model(model, run_dir / CHECKPOINT)
-    write_json(run_dir / CHECKPOINT_STATE, {"num_timesteps": model.num_timesteps,
-                                            "train_seconds": round(train_seconds, 1)})
+    save_model(model, run_dir / CHECKPOINT, train_seconds)
     for old in [*buffer.parent.glob("replay_buffer_*.pkl"), Path(run_dir) / LEGACY_REPLAY_BUFFER]:
         if old != buffer:
             old.unlink(missing_ok=True)

@@ -43,10 +43,11 @@ from agents.rl.callbacks import (
     ResumableCheckpoint,
     TrainingClock,
     checkpoint_replay_buffer,
-    checkpoint_seconds,
     checkpoint_steps,
     evaluate,
+    model_state_file,
     save_model,
+    saved_seconds,
     saved_steps,
 )
 from agents.rl.config import EvalConfig, TrainAgentConfig
@@ -63,7 +64,6 @@ from vaerl.runtime import configure_threads, resolve_device, seed_everything
 log = logging.getLogger("agents")
 FINISHED = "eval.json"
 FINAL_MODEL = "agent.zip"
-FINAL_STATE = "agent.json"
 PLAY_VIDEO = "play.mp4"
 
 
@@ -116,8 +116,7 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         clock = TrainingClock(_seconds_before(run_dir, start, source))
         _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
         seconds, train_seconds = clock.session_seconds(), round(clock.seconds(), 1)
-        save_model(model, run_dir / FINAL_MODEL)
-        write_json(run_dir / FINAL_STATE, {"num_timesteps": model.num_timesteps, "train_seconds": train_seconds})
+        save_model(model, run_dir / FINAL_MODEL, train_seconds)
 
         final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.is_deterministic(cfg.env))
         result = {
@@ -180,18 +179,15 @@ def _start_model(run_dir: Path, start: RunStart) -> Path | None:
 
 
 def _seconds_before(run_dir: Path, start: RunStart, source: Path | None) -> float:
-    """Training seconds the run had spent before this process (0 for a fresh run), as recorded beside the model it
-    goes on from."""
+    """Training seconds the run had spent before this process (0 for a fresh run): what was recorded beside the
+    model it goes on from."""
     if source is None:
         return 0.0
-    final_state = run_dir / FINAL_STATE
-    if source == run_dir / FINAL_MODEL and final_state.exists():
-        state = json.loads(final_state.read_text())
-        if state["num_timesteps"] == saved_steps(source):
-            return float(state["train_seconds"])
-    if start is RunStart.EXTEND:
-        return float(json.loads((run_dir / FINISHED).read_text()).get("train_seconds", 0.0))
-    return checkpoint_seconds(run_dir)
+    seconds = saved_seconds(source)
+    if seconds is None:  # no record of that very model (older vaerl, or a death between the writes): the last one
+        seconds = (float(json.loads((run_dir / FINISHED).read_text()).get("train_seconds", 0.0))
+                   if start is RunStart.EXTEND else saved_seconds(run_dir / CHECKPOINT))
+    return seconds or 0.0
 
 
 def _saved_evaluation(run_dir: Path, current: EvalConfig) -> EvalConfig:
@@ -203,7 +199,7 @@ def _saved_evaluation(run_dir: Path, current: EvalConfig) -> EvalConfig:
 
 def _write_inputs(run_dir: Path, cfg: TrainAgentConfig, observations: Observations, fresh: bool) -> None:
     if fresh:  # outputs of an earlier run that overwrite=true replaces
-        for name in (FINISHED, FINAL_MODEL, FINAL_STATE, "evaluations.json", PLAY_VIDEO, "play.gif"):
+        for name in (FINISHED, FINAL_MODEL, model_state_file(FINAL_MODEL), "evaluations.json", PLAY_VIDEO, "play.gif"):
             (run_dir / name).unlink(missing_ok=True)
         for name in ("checkpoints", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
