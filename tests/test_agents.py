@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ from vaerl.errors import CheckpointError, ConfigError, DatasetError, Observation
 from vaerl.evaluation.runs import file_digest
 from vaerl.models import build_model
 from vaerl.models.base import ProjectionLayout
+from vaerl.stop import RunStopped
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.wrappers import LatentPipeline
 
@@ -379,6 +381,28 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     clock = [h["train_seconds"] for h in history]
     assert clock == sorted(clock) and clock[-1] >= state["train_seconds"]
     assert result["train_seconds"] >= clock[-1]
+
+
+def test_a_sigterm_stops_at_the_next_step_with_a_checkpoint_and_the_run_resumes(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "checkpoint_every": 1000})  # no periodic checkpoint
+    step = ProgressLog._on_step
+
+    def terminated(self):  # `kill` or a batch system, part-way through the second rollout (steps 64-128)
+        if self.num_timesteps == 100:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self)
+
+    monkeypatch.setattr(ProgressLog, "_on_step", terminated)
+    with pytest.raises(RunStopped, match="SIGTERM: training stopped at step 64 of 128") as stop:
+        train_agent(cfg)
+    assert stop.value.exit_status == 143 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
+    assert state["num_timesteps"] == 64 and not (cfg.output_dir / "eval.json").exists()  # the rollout trained on
+    monkeypatch.setattr(ProgressLog, "_on_step", step)
+    result = train_agent(cfg)
+    assert result["resumed_from"] == 64 and result["total_steps"] == 128
 
 
 def test_a_run_killed_past_its_checkpoint_shows_each_step_once_in_tensorboard(

@@ -187,6 +187,37 @@ def test_a_dying_rank_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path:
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 2
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (the SigCgt mask of /proc/<pid>/status)."""
+    caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt"))
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the ranks through /proc (Linux)")
+def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    launcher = launch(tmp_path, 2, "train.steps=100000", "train.checkpoint_every=100000", "train.val_every=100000",
+                      f"hydra.run.dir={run_dir}", wait=False)
+    try:
+        deadline = time.monotonic() + 300
+        rank1 = None
+        while rank1 is None or not _catches_sigterm(rank1):  # rank 1 is inside its training loop
+            assert launcher.poll() is None, launcher.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "rank 1 did not start training within 300 s"
+            time.sleep(0.2)
+            rank1 = next((pid for pid in _children(launcher.pid) if _rank_of(pid) == 1), None)
+        os.kill(rank1, signal.SIGTERM)  # rank 0 never gets the signal: it must stop at the same step all the same
+        output = launcher.communicate(timeout=120)[0]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0, output
+    step = int(torch.load(run_dir / "train_state.pt", weights_only=True)["step"])  # saved by rank 0, which writes
+    assert 0 < step < 100000 and not (run_dir / "metrics.json").exists()
+    assert output.count(f"SIGTERM: pretraining stopped at step {step} of 100000") == 2, output[-3000:]  # both ranks
+
+
 def test_a_slurm_job_of_several_tasks_gets_torchruns_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("submitit")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import vaerl
 from vaerl.checkpoint import load_model
 from vaerl.envs import make_env
 from vaerl.errors import ConfigError, TrainingError
+from vaerl.stop import RunStopped
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.training.weighting import ForegroundWeighting
 
@@ -145,6 +148,30 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     assert resumed["val"] == straight["val"]
 
 
+def test_a_sigterm_saves_the_step_it_reached_and_the_resumed_run_is_the_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = importlib.import_module("vaerl.training.pretrain")
+    real = module.optimisation_step
+
+    def terminated_in_step_4(model, optimizer, x, weighting, step, *args, **kwargs):
+        if step == 4:  # as from `kill` or a batch system, in the middle of the step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(model, optimizer, x, weighting, step, *args, **kwargs)
+
+    monkeypatch.setattr(module, "optimisation_step", terminated_in_step_4)
+    with pytest.raises(RunStopped, match=r"SIGTERM: pretraining stopped at step 4 of 6 .* run the same command") as stop:
+        pretrain(tiny_config(tmp_path / "b", steps=6))  # checkpoints every 3 steps: step 4 is saved only for the stop
+    assert stop.value.exit_status == 143
+    assert torch.load(tmp_path / "b" / "run" / "train_state.pt", weights_only=True)["step"] == 4
+    assert load_model(tmp_path / "b" / "run" / "encoder.safetensors")[1].extra["step"] == 4
+    assert not (tmp_path / "b" / "run" / "metrics.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setattr(module, "optimisation_step", real)
+    resumed = pretrain(tiny_config(tmp_path / "b", steps=6))
+    assert resumed["val"] == pretrain(tiny_config(tmp_path / "a", steps=6))["val"]
+
+
 def test_finished_run_is_not_trained_again(tmp_path: Path) -> None:
     pretrain(tiny_config(tmp_path))
     before = (tmp_path / "run" / "encoder.safetensors").stat().st_mtime_ns
@@ -207,6 +234,29 @@ def test_script_on_fake_env_writes_run_dir_independent_of_cwd(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "pretrain" / "fake" / "vae" / "seed0"
     assert (run / "encoder.safetensors").exists() and (run / "recon.png").exists()
+
+
+@pytest.mark.slow
+def test_script_stopped_by_sigterm_saves_and_exits_as_terminated(tmp_path: Path) -> None:
+    env = {**os.environ, "VAERL_RUNS": str(tmp_path / "runs"), "VAERL_DATA": str(tmp_path / "data")}
+    command = [sys.executable, str(REPO / "scripts" / "pretrain_vae.py"), "env=fake", "experiment=tiny",
+               "env.kwargs.size=[32,32]", "model.encoder_layers=[[8,4,2,1],[16,4,2,1]]", "progress=false",
+               "train.steps=100000", "train.checkpoint_every=100000", "train.val_every=100000"]
+    with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as process:
+        lines = []
+        for line in process.stdout:  # the progress line that opens the training loop
+            lines.append(line)
+            if "pretrain vae: 0/100000 steps" in line:
+                break
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 143, output
+    assert "SIGTERM: pretraining stopped at step" in output and "run the same command again to resume" in output
+    state = torch.load(tmp_path / "runs/pretrain/fake/vae/seed0/train_state.pt", weights_only=True)
+    assert 0 < state["step"] < 100000
+    assert f"pretraining stopped at step {state['step']} of 100000" in output
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaerl.config import from_dict
 from vaerl.errors import VaerlError
+from vaerl.stop import RunStopped
 
 T = TypeVar("T")
 log = logging.getLogger("vaerl")
@@ -33,9 +34,13 @@ def parse_config(cls: type[T], data: dict[str, Any]) -> T:
 
 
 def run_main(main: Callable[[], Any]) -> Any:
-    """Run ``main`` and turn a :class:`VaerlError` into a one-paragraph message and exit code 2."""
+    """Run ``main`` and turn a :class:`VaerlError` into a one-paragraph message and exit code 2, and a run that
+    stopped on a signal after saving its state into that signal's exit status (see :mod:`vaerl.stop`)."""
     try:
         return main()
+    except RunStopped as exc:
+        log.warning("%s", exc)
+        sys.exit(exc.exit_status)
     except VaerlError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         print(f"error: {exc}", file=sys.stderr)

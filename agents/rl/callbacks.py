@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from vaerl.io import atomic_path, write_json
 from vaerl.progress import PROGRESS_SECONDS
+from vaerl.stop import StopRequest
 
 CHECKPOINT = "checkpoints/last.zip"
 LEGACY_REPLAY_BUFFER = "checkpoints/last_replay_buffer.pkl"  # the one name older vaerl wrote buffers under
@@ -198,6 +199,17 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: Path, train_seconds: float) -
     for old in [*buffer.parent.glob("replay_buffer_*.pkl"), Path(run_dir) / LEGACY_REPLAY_BUFFER]:
         if old != buffer:
             old.unlink(missing_ok=True)
+
+
+class StopWhenAsked(BaseCallback):
+    """Ends ``learn`` at the step where a stop was asked for (SIGTERM or Ctrl-C, see :mod:`vaerl.stop`)."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return not self.stop.requested
 
 
 class ProgressLog(BaseCallback):

@@ -41,6 +41,7 @@ from agents.rl.callbacks import (
     PeriodicEval,
     ProgressLog,
     ResumableCheckpoint,
+    StopWhenAsked,
     TrainingClock,
     checkpoint_replay_buffer,
     checkpoint_steps,
@@ -60,6 +61,7 @@ from vaerl.config import to_dict
 from vaerl.errors import ConfigError
 from vaerl.io import atomic_path, write_json
 from vaerl.runtime import configure_threads, resolve_device, seed_everything
+from vaerl.stop import RunStopped, StopRequest
 
 log = logging.getLogger("agents")
 FINISHED = "eval.json"
@@ -267,11 +269,17 @@ def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env:
         progress_bar = False
     if not progress_bar:
         callbacks.append(ProgressLog(cfg.total_steps))
-    try:
-        model.learn(remaining, callback=callbacks, progress_bar=progress_bar, tb_log_name=cfg.agent.algo,
-                    reset_num_timesteps=model.num_timesteps == 0)
-    except KeyboardInterrupt:
+    with StopRequest() as stop:  # SIGTERM or Ctrl-C: stop at the next step with a checkpoint (vaerl.stop)
+        try:
+            model.learn(remaining, callback=[*callbacks, StopWhenAsked(stop)], progress_bar=progress_bar,
+                        tb_log_name=cfg.agent.algo, reset_num_timesteps=model.num_timesteps == 0)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one where the stop request cannot listen
+            checkpoint.save_interrupted()
+            log.warning("interrupted: checkpoint saved at step %d, run the same command again to resume",
+                        model.num_timesteps)
+            raise
+    if stop.signal_number is not None:  # learn ended early, before training on the rollout it was collecting
         checkpoint.save_interrupted()
-        log.warning("interrupted: checkpoint saved at step %d, run the same command again to resume",
-                    model.num_timesteps)
-        raise
+        raise RunStopped(stop.signal_number, f"training stopped at step {model.num_timesteps} of {cfg.total_steps} "
+                                             f"with its checkpoint saved in {run_dir}; run the same command again "
+                                             "to resume")

@@ -103,6 +103,10 @@ class Distributed:
         dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
         return box[0]
 
+    def max_over_processes(self, value: int) -> int:
+        """The largest ``value`` of all processes (every process returns the same, so all take the same branch)."""
+        return max_over_processes(value, self.device) if self.enabled else value
+
     def close(self) -> None:
         """Leave the process group (each rank, once, at the end of the run)."""
         if self.enabled:
@@ -176,6 +180,11 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
 
 def all_ranks_finite(value: float, device: torch.device) -> bool:
     """Whether ``value`` is finite on every process of the group (``device``: where the backend talks)."""
-    flag = torch.tensor([0.0 if np.isfinite(value) else 1.0], device=device)
-    dist.all_reduce(flag)
-    return bool(flag.item() == 0.0)
+    return max_over_processes(0 if np.isfinite(value) else 1, device) == 0
+
+
+def max_over_processes(value: int, device: torch.device) -> int:
+    """The largest ``value`` of all processes of the group (``device``: where the backend talks)."""
+    box = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return int(box.item())

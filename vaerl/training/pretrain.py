@@ -43,6 +43,7 @@ from vaerl.models.objects import ForegroundProjections
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.progress import progress_bar
 from vaerl.runtime import configure_threads, seed_everything
+from vaerl.stop import RunStopped, StopRequest
 from vaerl.training.config import PretrainConfig
 from vaerl.training.distributed import Distributed, init_distributed
 from vaerl.training.weighting import ForegroundWeighting, median_frame
@@ -210,6 +211,13 @@ def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "model": json.loads(json.dumps({"kind": model["kind"], **asdict(config)}, default=str))}
 
 
+def save_resume_point(run: PretrainRun, step: int) -> None:
+    """The encoder, then the train state: the train state is what a resumed run starts from, so written last
+    the encoder is never behind it."""
+    save_checkpoint(run.run_dir / CHECKPOINT, run.model, run.spec, run.cfg.env.to_dict(), {"step": step})
+    save_train_state(run, step)
+
+
 def save_train_state(run: PretrainRun, step: int) -> None:
     state = {"step": step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
              "torch_rng": torch.get_rng_state(), "identity": json.dumps(run.identity, default=str)}
@@ -245,28 +253,34 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     started, step = time.perf_counter(), start_step
     model.train()
     try:
-        for step in range(start_step + 1, train.steps + 1):
-            x = prepare(next(loader), run.device, train.channels_last)
-            out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip,
-                                    paired=bool(model.pair_offset))
-            loss = out.loss.item()
-            check_finite(loss, step, run.run_dir, train.lr)
+        with StopRequest() as stop:  # SIGTERM or Ctrl-C: save at the end of the step, then stop (vaerl.stop)
+            for step in range(start_step + 1, train.steps + 1):
+                x = prepare(next(loader), run.device, train.channels_last)
+                out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip,
+                                        paired=bool(model.pair_offset))
+                loss = out.loss.item()
+                check_finite(loss, step, run.run_dir, train.lr)
 
-            if step % train.log_every == 0 or step == train.steps:
-                frames_per_s = (step - start_step) * train.batch_size / (time.perf_counter() - started)
-                log_scalars(writer, "train", out.metrics, step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
-                            frames_per_s=frames_per_s)
-                bar.set_postfix(loss=f"{loss:.1f}", frames_per_s=f"{frames_per_s:.0f}", refresh=False)
-            if run.is_writer and (step % train.val_every == 0 or step == train.steps):
-                val = validate(run)
-                log_scalars(writer, "val", val, step)
-                log.info("step %d  val %s", step, "  ".join(f"{k}={v:.4g}" for k, v in val.items()))
-                model.train()
-            if run.is_writer and (step % train.checkpoint_every == 0 or step == train.steps):
-                # the train state last: it is what a resumed run starts from, so the encoder is never behind it
-                save_checkpoint(run.run_dir / CHECKPOINT, model, run.spec, cfg.env.to_dict(), {"step": step})
-                save_train_state(run, step)
-            bar.update(1)
+                if step % train.log_every == 0 or step == train.steps:
+                    frames_per_s = (step - start_step) * train.batch_size / (time.perf_counter() - started)
+                    log_scalars(writer, "train", out.metrics, step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
+                                frames_per_s=frames_per_s)
+                    bar.set_postfix(loss=f"{loss:.1f}", frames_per_s=f"{frames_per_s:.0f}", refresh=False)
+                if run.is_writer and (step % train.val_every == 0 or step == train.steps):
+                    val = validate(run)
+                    log_scalars(writer, "val", val, step)
+                    log.info("step %d  val %s", step, "  ".join(f"{k}={v:.4g}" for k, v in val.items()))
+                    model.train()
+                saved = step % train.checkpoint_every == 0 or step == train.steps
+                if run.is_writer and saved:
+                    save_resume_point(run, step)
+                bar.update(1)
+                stopping = distributed.max_over_processes(stop.signal_number or 0)  # all processes stop at one step
+                if stopping and step < train.steps:
+                    if run.is_writer and not saved:
+                        save_resume_point(run, step)
+                    raise RunStopped(stopping, f"pretraining stopped at step {step} of {train.steps} with its checkpoint "
+                                               f"saved in {run.run_dir}; run the same command again to resume")
     finally:
         bar.close()
         if writer is not None:

@@ -1,0 +1,51 @@
+"""Stop requests: SIGTERM and Ctrl-C raise a flag the first time, act at once the second time."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from vaerl.cli import run_main
+from vaerl.stop import RunStopped, StopRequest
+
+
+def test_the_first_sigterm_only_asks_and_the_handler_goes_when_the_context_ends() -> None:
+    with StopRequest() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)  # without the request this would end the test process
+        assert stop.requested and stop.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_interrupts_at_once() -> None:
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.signal_number == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_handler_someone_else_installed_is_left_alone() -> None:
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: seen.append(number))
+    try:
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == [signal.SIGTERM] and not stop.requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stopped_run_exits_with_the_status_of_its_signal(caplog: pytest.LogCaptureFixture) -> None:
+    def stopped():
+        raise RunStopped(signal.SIGTERM, "stopped at step 4; run the same command again to resume")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(stopped)
+    assert exit_info.value.code == 143
+    assert "SIGTERM: stopped at step 4; run the same command again to resume" in caplog.text
+    assert RunStopped(signal.SIGINT, "").exit_status == 130
