@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,18 @@ TINY_VAE = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "h
 SUMS = {"foreground_cells": 0, "foreground_sums": True}
 """The VAE's foreground as its row and column sums alone (the default before the cells), for tests of the sums."""
 TINY_VQVAE = {"encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "embedding_dim": 4, "num_codes": 16}
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (its SigCgt mask in /proc, Linux)."""
+    caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt"))
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+
+sigterm_in_process = pytest.mark.skipif(
+    not hasattr(signal, "SIGTERM") or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL,
+    reason="sends SIGTERM to the test process, which is only safe where nothing else handles it (POSIX)")
+"""For tests that send SIGTERM to their own process and expect a stop request to catch it."""
 
 
 def fake_env_config(max_steps: int = 40, **env_kwargs) -> EnvConfig:

@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, SUMS, TINY_VAE, TINY_VQVAE
+from conftest import REPO, SUMS, TINY_VAE, TINY_VQVAE, sigterm_in_process
 from gymnasium import spaces
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -28,7 +28,7 @@ from stable_baselines3 import PPO
 import vaerl
 from agents.rl import EncoderFeatures, EvalConfig, TrainAgentConfig, load_agent, play, train_agent
 from agents.rl.builders import build_agent, model_kwargs
-from agents.rl.callbacks import PeriodicEval, ProgressLog, evaluate, save_model
+from agents.rl.callbacks import PeriodicEval, ProgressLog, ResumableCheckpoint, evaluate, save_model
 from agents.rl.envs import load_run_encoder, make_run_env, run_observations
 from agents.rl.evaluate import EvaluateAgentConfig, evaluate_agent
 from agents.rl.features import (
@@ -383,26 +383,84 @@ def test_interrupted_run_resumes_from_its_checkpoint(runs: Path, monkeypatch: py
     assert result["train_seconds"] >= clock[-1]
 
 
+@sigterm_in_process
 def test_a_sigterm_stops_at_the_next_step_with_a_checkpoint_and_the_run_resumes(
     runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = config(runs, **{"eval.every": 0, "video.steps": 0, "checkpoint_every": 1000})  # no periodic checkpoint
-    step = ProgressLog._on_step
+    cfg = config(runs, **{"eval.every": 32, "video.steps": 0, "checkpoint_every": 1000})  # no periodic checkpoint
+    step = ResumableCheckpoint._on_step
 
-    def terminated(self):  # `kill` or a batch system, part-way through the second rollout (steps 64-128)
-        if self.num_timesteps == 100:
-            os.kill(os.getpid(), signal.SIGTERM)
+    def terminated(self):  # `kill` or a batch system, in the second rollout (steps 64-128), as an evaluation falls due
+        if self.num_timesteps == 96:
+            signal.raise_signal(signal.SIGTERM)
         return step(self)
 
-    monkeypatch.setattr(ProgressLog, "_on_step", terminated)
+    monkeypatch.setattr(ResumableCheckpoint, "_on_step", terminated)
     with pytest.raises(RunStopped, match="SIGTERM: training stopped at step 64 of 128") as stop:
         train_agent(cfg)
     assert stop.value.exit_status == 143 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
     assert state["num_timesteps"] == 64 and not (cfg.output_dir / "eval.json").exists()  # the rollout trained on
-    monkeypatch.setattr(ProgressLog, "_on_step", step)
+    evaluated = [h["step"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
+    assert evaluated == [32, 64]  # the evaluation due at 96 did not hold up the stop
+    monkeypatch.setattr(ResumableCheckpoint, "_on_step", step)
     result = train_agent(cfg)
     assert result["resumed_from"] == 64 and result["total_steps"] == 128
+
+
+@sigterm_in_process
+def test_a_sigterm_during_the_last_update_keeps_the_trained_rollout_and_skips_the_final_evaluation(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(runs, **{"eval.every": 0, "video.steps": 0})  # 128 steps: two rollouts, two updates
+    update = PPO.train
+
+    def terminated(self):
+        update(self)
+        if self.num_timesteps == 128:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(PPO, "train", terminated)
+    with pytest.raises(RunStopped, match="finished its 128 steps and stopped before its final evaluation"):
+        train_agent(cfg)
+    assert not (cfg.output_dir / "eval.json").exists()
+    assert json.loads((cfg.output_dir / "agent.json").read_text())["num_timesteps"] == 128  # not rolled back to 64
+    monkeypatch.setattr(PPO, "train", update)
+    result = train_agent(cfg)  # the same command again only evaluates
+    assert result["resumed_from"] == 128 and result["total_steps"] == 128
+
+
+@sigterm_in_process
+def test_an_off_policy_run_stopped_by_sigterm_counts_only_the_steps_in_its_buffer(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dqn = {"name": "dqn", "algo": "dqn", "n_envs": 1,
+           "hyperparams": {"buffer_size": 500, "learning_starts": 16, "batch_size": 8, "train_freq": 4,
+                           "target_update_interval": 32},
+           "latent": {"policy": "MlpPolicy", "policy_kwargs": {"net_arch": [16]}}}
+    cfg = config(runs, agent=dqn, **{"eval.every": 0, "video.steps": 0, "total_steps": 96, "checkpoint_every": 1000})
+    step = ProgressLog._on_step
+
+    def terminated(self):
+        if self.num_timesteps == 50:
+            signal.raise_signal(signal.SIGTERM)
+        return step(self)
+
+    monkeypatch.setattr(ProgressLog, "_on_step", terminated)
+    with pytest.raises(RunStopped, match="stopped at step 49 of 96"):
+        train_agent(cfg)
+    state = json.loads((cfg.output_dir / "checkpoints/last.json").read_text())
+    assert state["num_timesteps"] == 49
+    monkeypatch.setattr(ProgressLog, "_on_step", step)
+    sizes = []
+
+    def spy(model, path):
+        load_replay_buffer(model, path)
+        sizes.append((model.num_timesteps, model.replay_buffer.size()))
+
+    monkeypatch.setattr("agents.rl.train.load_replay_buffer", spy)
+    result = train_agent(cfg)
+    assert sizes == [(49, 49)] and result["resumed_from"] == 49 and result["total_steps"] >= 96  # (in rollouts of 4)
 
 
 def test_a_run_killed_past_its_checkpoint_shows_each_step_once_in_tensorboard(

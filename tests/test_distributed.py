@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import catches_sigterm
 from safetensors.torch import load_file
 
 from vaerl.errors import ConfigError
@@ -187,12 +188,6 @@ def test_a_dying_rank_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path:
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 2
 
 
-def _catches_sigterm(pid: int) -> bool:
-    """Whether process ``pid`` has a handler for SIGTERM (the SigCgt mask of /proc/<pid>/status)."""
-    caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt"))
-    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the ranks through /proc (Linux)")
 def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path: Path) -> None:
@@ -202,7 +197,7 @@ def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(tm
     try:
         deadline = time.monotonic() + 300
         rank1 = None
-        while rank1 is None or not _catches_sigterm(rank1):  # rank 1 is inside its training loop
+        while rank1 is None or not catches_sigterm(rank1):  # rank 1 is inside its training loop
             assert launcher.poll() is None, launcher.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "rank 1 did not start training within 300 s"
             time.sleep(0.2)

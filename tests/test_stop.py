@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
+from conftest import sigterm_in_process
 
 from vaerl.cli import run_main
 from vaerl.stop import RunStopped, StopRequest
 
 
-def test_the_first_sigterm_only_asks_and_the_handler_goes_when_the_context_ends() -> None:
+@sigterm_in_process
+def test_sigterm_only_asks_even_when_repeated_and_the_handler_goes_when_the_context_ends() -> None:
     with StopRequest() as stop:
         assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)  # without the request this would end the test process
+        signal.raise_signal(signal.SIGTERM)  # without the request this would end the test process
         assert stop.requested and stop.signal_number == signal.SIGTERM
+        signal.raise_signal(signal.SIGTERM)  # as `timeout` sends it: twice
+        assert stop.signal_number == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -29,12 +32,13 @@ def test_a_second_ctrl_c_interrupts_at_once() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@sigterm_in_process
 def test_a_handler_someone_else_installed_is_left_alone() -> None:
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda number, frame: seen.append(number))
     try:
         with StopRequest() as stop:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
         assert seen == [signal.SIGTERM] and not stop.requested
     finally:
         signal.signal(signal.SIGTERM, previous)

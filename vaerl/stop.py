@@ -5,10 +5,12 @@ Without this, SIGTERM ends the process at once and a run loses what it trained s
 :class:`StopRequest` the first such signal only raises a flag. The training loop reads it between two
 steps, saves a checkpoint there and raises :class:`RunStopped`. The scripts turn that into exit status
 128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), the status of a killed process, so a shell
-or a scheduler still sees that the run did not finish. The same command resumes it.
+or a scheduler still sees that the run did not finish (a wrapper such as ``timeout`` or torchrun reports
+its own status). The same command resumes it.
 
-A second signal acts at once, as it would have without the request (Ctrl-C raises ``KeyboardInterrupt``,
-SIGTERM ends the process), for whoever will not wait for the step to end.
+A second Ctrl-C acts at once (``KeyboardInterrupt``), for whoever will not wait for the step to end. A
+repeated SIGTERM does not: ``timeout`` sends it twice, torchrun forwards one to workers that a scheduler
+may have signalled already, and a scheduler that will not wait follows with SIGKILL anyway.
 
 Handlers that someone else installed are left alone (submitit's, for one, which ignores SIGTERM and
 requeues a SLURM job on its own signal), and so is everything outside the main thread, where Python
@@ -17,13 +19,10 @@ cannot install handlers.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from types import FrameType, TracebackType
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 # the signals a stop request listens to, with the handler each has unless someone installed another
 _DEFAULT_HANDLERS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
@@ -78,10 +77,9 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signal_number: int, frame: FrameType | None) -> None:
-        if self.requested:  # the second signal: what it would have done without us
+        # nothing but flags here: a handler runs between any two bytecodes, even in the middle of a log call
+        if self.requested and signal_number == signal.SIGINT:  # Ctrl-C again: what it does without us
             self.__exit__(None, None, None)
             signal.raise_signal(signal_number)
-            return
-        self.signal_number = signal_number
-        log.warning("%s received: stopping after this step, once a checkpoint is saved (send it again to stop "
-                    "at once and lose the steps since the last checkpoint)", signal.Signals(signal_number).name)
+        elif self.signal_number is None:
+            self.signal_number = signal_number

@@ -112,10 +112,11 @@ class PeriodicEval(BaseCallback):
     """Every ``every`` agent steps: evaluate, log ``eval/*`` to TensorBoard, append to ``evaluations.json``."""
 
     def __init__(self, env: VecEnv, path: Path, *, every: int, episodes: int, seed: int, deterministic: bool,
-                 clock: TrainingClock | None = None) -> None:
+                 clock: TrainingClock | None = None, stop: StopRequest | None = None) -> None:
         super().__init__()
         self.env, self.path, self.every, self.episodes = env, Path(path), every, episodes
         self.clock = clock or TrainingClock()
+        self.stop = stop  # once a stop is asked for, no evaluation starts: a scheduler's grace period is short
         self.seed, self.deterministic = seed, deterministic
         self.history: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else []
         self._next = 0
@@ -132,7 +133,7 @@ class PeriodicEval(BaseCallback):
         self._next = (done // self.every + 1) * self.every
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
+        if self.num_timesteps >= self._next and not (self.stop and self.stop.requested):
             self._next += self.every
             train_seconds = round(self.clock.seconds(), 1)  # before evaluating: the curve's x, not its cost
             result = evaluate(self.model, self.env, self.episodes, self.seed, self.deterministic)
@@ -174,12 +175,16 @@ class ResumableCheckpoint(BaseCallback):
         self._last = self.num_timesteps
         save_checkpoint(self.model, self.run_dir, self.clock.seconds())
 
-    def save_interrupted(self) -> None:
+    def save_interrupted(self, stopped_by_callback: bool = False) -> None:
         """Save part-way through a rollout. An on-policy algorithm has not trained on the rollout's steps, and a
         resumed run starts a new rollout, so the checkpoint counts the steps up to the rollout's start (the weights
-        are the same). An off-policy algorithm has stored the steps in its replay buffer and keeps them."""
+        are the same). An off-policy algorithm has stored the steps in its replay buffer and keeps them, all but
+        the last when a callback stopped it (``stopped_by_callback``): SB3 counts a step before its callbacks
+        and stores it after them."""
         if isinstance(self.model, OnPolicyAlgorithm):
             self.model.num_timesteps = self._rollout_start
+        elif stopped_by_callback:
+            self.model.num_timesteps -= self.model.n_envs
         self.save()
 
 
@@ -207,9 +212,12 @@ class StopWhenAsked(BaseCallback):
     def __init__(self, stop: StopRequest) -> None:
         super().__init__()
         self.stop = stop
+        self.stopped = False
+        """Whether it ended ``learn`` (a stop asked for during the last update comes too late for that)."""
 
     def _on_step(self) -> bool:
-        return not self.stop.requested
+        self.stopped = self.stop.requested
+        return not self.stopped
 
 
 class ProgressLog(BaseCallback):

@@ -116,9 +116,12 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         model = _load_or_build(cfg, run_dir, env, observations, settings, policy, device, start, source)
         start_steps = model.num_timesteps
         clock = TrainingClock(_seconds_before(run_dir, start, source))
-        _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
+        late_stop = _learn(model, cfg, run_dir, eval_env, eval_seed, clock)
         seconds, train_seconds = clock.session_seconds(), round(clock.seconds(), 1)
         save_model(model, run_dir / FINAL_MODEL, train_seconds)
+        if late_stop is not None:
+            raise RunStopped(late_stop, f"training finished its {model.num_timesteps} steps and stopped before its "
+                                        f"final evaluation; run the same command again to evaluate {run_dir}")
 
         final = evaluate(model, eval_env, cfg.eval.final_episodes, eval_seed, cfg.eval.is_deterministic(cfg.env))
         result = {
@@ -253,33 +256,38 @@ def _continue_tensorboard(model: BaseAlgorithm, folder: str, name: str) -> None:
 
 
 def _learn(model: BaseAlgorithm, cfg: TrainAgentConfig, run_dir: Path, eval_env: Any, eval_seed: int,
-           clock: TrainingClock) -> None:
+           clock: TrainingClock) -> int | None:
+    """Train up to ``cfg.total_steps``. A stop asked for (SIGTERM, Ctrl-C) ends training at the next step with a
+    checkpoint and raises :class:`RunStopped`; one that came as the last update ran is returned (its signal)."""
     remaining = cfg.total_steps - model.num_timesteps
     if remaining <= 0:
-        return
+        return None
+    stop = StopRequest()
     checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_every, clock)
     callbacks = [checkpoint]
     if cfg.eval.every > 0:
         callbacks.append(PeriodicEval(eval_env, run_dir / "evaluations.json", every=cfg.eval.every,
                                       episodes=cfg.eval.episodes, seed=eval_seed,
-                                      deterministic=cfg.eval.is_deterministic(cfg.env), clock=clock))
+                                      deterministic=cfg.eval.is_deterministic(cfg.env), clock=clock, stop=stop))
     progress_bar = cfg.progress_bar and sys.stdout.isatty()  # a log file gets progress lines instead
     if progress_bar and importlib.util.find_spec("rich") is None:
         log.warning("no progress bar: SB3's needs `pip install rich tqdm`")
         progress_bar = False
     if not progress_bar:
         callbacks.append(ProgressLog(cfg.total_steps))
-    with StopRequest() as stop:  # SIGTERM or Ctrl-C: stop at the next step with a checkpoint (vaerl.stop)
+    stopper = StopWhenAsked(stop)
+    with stop:
         try:
-            model.learn(remaining, callback=[*callbacks, StopWhenAsked(stop)], progress_bar=progress_bar,
+            model.learn(remaining, callback=[*callbacks, stopper], progress_bar=progress_bar,
                         tb_log_name=cfg.agent.algo, reset_num_timesteps=model.num_timesteps == 0)
         except KeyboardInterrupt:  # a second Ctrl-C, or one where the stop request cannot listen
             checkpoint.save_interrupted()
             log.warning("interrupted: checkpoint saved at step %d, run the same command again to resume",
                         model.num_timesteps)
             raise
-    if stop.signal_number is not None:  # learn ended early, before training on the rollout it was collecting
-        checkpoint.save_interrupted()
+    if stopper.stopped:  # learn ended at a step, before training on what it was collecting
+        checkpoint.save_interrupted(stopped_by_callback=True)
         raise RunStopped(stop.signal_number, f"training stopped at step {model.num_timesteps} of {cfg.total_steps} "
                                              f"with its checkpoint saved in {run_dir}; run the same command again "
                                              "to resume")
+    return stop.signal_number

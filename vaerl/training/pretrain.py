@@ -279,6 +279,7 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                 if stopping and step < train.steps:
                     if run.is_writer and not saved:
                         save_resume_point(run, step)
+                    distributed.max_over_processes(0)  # the others wait for the save: torchrun stops all once one exits
                     raise RunStopped(stopping, f"pretraining stopped at step {step} of {train.steps} with its checkpoint "
                                                f"saved in {run.run_dir}; run the same command again to resume")
     finally:
