@@ -100,12 +100,13 @@ def test_model_with_cells_pretrains_and_reloads_with_them(tmp_path: Path, cells:
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
-    pretrain(tiny_config(tmp_path, steps=3))
+    first = pretrain(tiny_config(tmp_path, steps=3))
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
-    assert state["step"] == 3
+    assert state["step"] == 3 and 0 < state["train_seconds"] <= first["train_seconds"]
     (tmp_path / "run" / "metrics.json").unlink()  # as if the process died before the end
     resumed = pretrain(tiny_config(tmp_path, steps=6))
-    assert resumed["steps"] == 6
+    assert resumed["steps"] == 6 and resumed["resumed_from"] == 3
+    assert resumed["train_seconds"] > state["train_seconds"]  # summed over both sessions
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
 
 

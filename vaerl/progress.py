@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 
 from tqdm.auto import tqdm
 
@@ -50,3 +51,20 @@ def progress_bar(total: int, desc: str, unit: str, *, bar: bool, logger: logging
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=_LogLines(logger), mininterval=every_seconds,
                 miniters=1, bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f} %), {elapsed} so far, "
                            "{remaining} to go, {rate_fmt}{postfix}")
+
+
+class TrainingClock:
+    """Seconds a run has spent training, summed over its resumptions: the time a run was stopped is not counted,
+    so learning curves of resumed runs have an honest wall-clock axis. ``before`` is what the checkpoint that
+    training resumes from recorded (steps after it are trained again, and their time counted again)."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before = float(before)
+        self._start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self._start
+
+    def session_seconds(self) -> float:
+        """Seconds since this process started training."""
+        return time.perf_counter() - self._start

@@ -18,7 +18,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from vaerl.io import atomic_path, write_json
-from vaerl.progress import PROGRESS_SECONDS
+from vaerl.progress import PROGRESS_SECONDS, TrainingClock
 from vaerl.stop import StopRequest
 
 CHECKPOINT = "checkpoints/last.zip"
@@ -39,23 +39,6 @@ def evaluate(model: BaseAlgorithm, env: VecEnv, episodes: int, seed: int, determ
         "returns": [float(r) for r in returns], "lengths": [int(n) for n in lengths],
         "seed": seed, "deterministic": deterministic, "seconds": round(time.perf_counter() - start, 2),
     }
-
-
-class TrainingClock:
-    """Seconds a run has spent training, summed over its resumptions: the time a run was stopped is not counted,
-    so learning curves of resumed runs have an honest wall-clock axis. ``before`` is what the checkpoint that
-    training resumes from recorded (steps after it are trained again, and their time counted again)."""
-
-    def __init__(self, before: float = 0.0) -> None:
-        self.before = float(before)
-        self._start = time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self._start
-
-    def session_seconds(self) -> float:
-        """Seconds since this process started training."""
-        return time.perf_counter() - self._start
 
 
 def checkpoint_steps(run_dir: Path) -> int:

@@ -42,7 +42,6 @@ from agents.rl.callbacks import (
     ProgressLog,
     ResumableCheckpoint,
     StopWhenAsked,
-    TrainingClock,
     checkpoint_replay_buffer,
     checkpoint_steps,
     evaluate,
@@ -60,6 +59,7 @@ from vaerl.checkpoint import CHECKPOINT_FILE, checkpoint_file
 from vaerl.config import to_dict
 from vaerl.errors import ConfigError
 from vaerl.io import atomic_path, write_json
+from vaerl.progress import TrainingClock
 from vaerl.runtime import configure_threads, resolve_device, seed_everything
 from vaerl.stop import RunStopped, StopRequest
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from vaerl.models import MODEL_REGISTRY, FrameModel, LossOutput, build_model
 from vaerl.models.blocks import to_unit
 from vaerl.models.objects import ForegroundProjections
 from vaerl.preprocessing import PreprocessSpec
-from vaerl.progress import progress_bar
+from vaerl.progress import TrainingClock, progress_bar
 from vaerl.runtime import configure_threads, seed_everything
 from vaerl.stop import RunStopped, StopRequest
 from vaerl.training.config import PretrainConfig
@@ -76,6 +75,8 @@ class PretrainRun:
     identity: dict[str, Any]
     """What must not change when the run is resumed (see :func:`run_identity`)."""
     start_step: int = 0
+    seconds_before: float = 0.0
+    """Training seconds recorded by the train state the run resumed from (its earlier sessions)."""
     foreground: ForegroundWeighting | None = None
     """Pixel weights from the median frame (see :func:`foreground_of`)."""
     distributed: Distributed = field(default_factory=Distributed)
@@ -185,6 +186,10 @@ def resume(run: PretrainRun) -> int:
     torch.set_rng_state(state["torch_rng"])
     if len(state.get("cuda_rng", [])) == torch.cuda.device_count() > 0:  # the same GPUs as the run that saved it
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if "train_seconds" not in state:  # written by a vaerl that did not record it
+        log.warning("%s does not say how long its run trained before: train_seconds counts from step %d", path,
+                    int(state["step"]))
+    run.seconds_before = float(state.get("train_seconds", 0.0))
     log.info("resuming %s from step %d", run.run_dir, int(state["step"]))
     return int(state["step"])
 
@@ -211,16 +216,17 @@ def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "model": json.loads(json.dumps({"kind": model["kind"], **asdict(config)}, default=str))}
 
 
-def save_resume_point(run: PretrainRun, step: int) -> None:
+def save_resume_point(run: PretrainRun, step: int, train_seconds: float) -> None:
     """The encoder, then the train state: the train state is what a resumed run starts from, so written last
     the encoder is never behind it."""
     save_checkpoint(run.run_dir / CHECKPOINT, run.model, run.spec, run.cfg.env.to_dict(), {"step": step})
-    save_train_state(run, step)
+    save_train_state(run, step, train_seconds)
 
 
-def save_train_state(run: PretrainRun, step: int) -> None:
+def save_train_state(run: PretrainRun, step: int, train_seconds: float) -> None:
     state = {"step": step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-             "torch_rng": torch.get_rng_state(), "identity": json.dumps(run.identity, default=str)}
+             "torch_rng": torch.get_rng_state(), "identity": json.dumps(run.identity, default=str),
+             "train_seconds": train_seconds}
     if torch.cuda.is_available():  # posterior samples, object dropout and code restarts draw on the GPU there
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(run.run_dir / TRAIN_STATE) as tmp:
@@ -250,7 +256,7 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
         writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
     bar = (progress_bar(train.steps, f"pretrain {model.kind}", "step", bar=cfg.progress, logger=log, initial=start_step)
            if run.is_writer else tqdm(disable=True))
-    started, step = time.perf_counter(), start_step
+    clock, step = TrainingClock(run.seconds_before), start_step
     model.train()
     try:
         with StopRequest() as stop:  # SIGTERM or Ctrl-C: save at the end of the step, then stop (vaerl.stop)
@@ -262,7 +268,7 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                 check_finite(loss, step, run.run_dir, train.lr)
 
                 if step % train.log_every == 0 or step == train.steps:
-                    frames_per_s = (step - start_step) * train.batch_size / (time.perf_counter() - started)
+                    frames_per_s = (step - start_step) * train.batch_size / clock.session_seconds()
                     log_scalars(writer, "train", out.metrics, step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
                                 frames_per_s=frames_per_s)
                     bar.set_postfix(loss=f"{loss:.1f}", frames_per_s=f"{frames_per_s:.0f}", refresh=False)
@@ -273,12 +279,12 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                     model.train()
                 saved = step % train.checkpoint_every == 0 or step == train.steps
                 if run.is_writer and saved:
-                    save_resume_point(run, step)
+                    save_resume_point(run, step, clock.seconds())
                 bar.update(1)
                 stopping = distributed.max_over_processes(stop.signal_number or 0)  # all processes stop at one step
                 if stopping and step < train.steps:
                     if run.is_writer and not saved:
-                        save_resume_point(run, step)
+                        save_resume_point(run, step, clock.seconds())
                     distributed.max_over_processes(0)  # the others wait for the save: torchrun stops all once one exits
                     raise RunStopped(stopping, f"pretraining stopped at step {step} of {train.steps} with its checkpoint "
                                                f"saved in {run.run_dir}; run the same command again to resume")
@@ -287,10 +293,11 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
         if writer is not None:
             writer.close()
         loader.close()
-    elapsed = time.perf_counter() - started
+    elapsed = clock.session_seconds()
     steps_done = max(step - start_step, 1)
-    return {"train_seconds": elapsed, "frames_per_s": steps_done * train.batch_size / elapsed,
-            "data_wait_fraction": loader.wait_seconds / elapsed}
+    # train_seconds: over every session of the run; the rates: this session's, the one that ran on this machine
+    return {"train_seconds": clock.seconds(), "resumed_from": start_step,
+            "frames_per_s": steps_done * train.batch_size / elapsed, "data_wait_fraction": loader.wait_seconds / elapsed}
 
 
 def optimisation_step(model: FrameModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
