@@ -5,8 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VAE
 
+from vaerl.checkpoint import save_checkpoint
 from vaerl.data import FrameDataset, FrameDatasetWriter, drop_duplicates, split_episodes
+from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import ConfigError, DatasetError
 from vaerl.evaluation.annotations import GameAnnotation, find_annotation, load_annotations
 from vaerl.evaluation.probes import (
@@ -17,11 +20,13 @@ from vaerl.evaluation.probes import (
     label_entropy,
     majority_predictions,
     probe_encoder,
+    probed_columns,
     reward_labels,
     score_predictions,
     score_reward,
     weighted_f1,
 )
+from vaerl.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -344,25 +349,47 @@ def test_probe_encoder_reports_categories_and_the_reward_probe(tmp_path, checkpo
         assert "reward probe skipped" in report.table()
 
 
-def test_the_gaussian_part_alone_is_probed_without_the_foreground_path(tmp_path, checkpoint, monkeypatch):
+@pytest.mark.parametrize("part", ["gaussian", "foreground"])
+def test_a_part_of_the_vae_latent_is_probed_alone(tmp_path, checkpoint, monkeypatch, part):
     """``probe.part=gaussian`` fits the probes on a VAE's Gaussian means alone (what training adds to the fixed
-    foreground path), for the encoder and its random init alike; other families have no such part."""
+    foreground path), ``probe.part=foreground`` on that path alone, for the encoder and its random init alike;
+    other families have no such parts."""
     from vaerl import load_encoder
     from vaerl.evaluation import probes
 
     encoder = load_encoder(checkpoint, "cpu")
     dataset = _frames_with_rewards(tmp_path / "frames", rewards=False)
-    settings = ProbeSettings(min_episode_length=10, max_epochs=2, patience=1, batch_size=64, part="gaussian")
+    settings = ProbeSettings(min_episode_length=10, max_epochs=2, patience=1, batch_size=64, part=part)
     if encoder.kind != "vae":
         with pytest.raises(ValueError, match="use probe.part=all"):
             probe_encoder(encoder, dataset, find_annotation("vaerl/FakeFrames-v0"), settings=settings)
         return
-    widths = []
+    widths, fed = [], []
     fit = probes.fit_linear_probes
-    monkeypatch.setattr(probes, "fit_linear_probes", lambda x, *args, **kw: widths.append(x.shape[1]) or fit(x, *args, **kw))
+
+    def spy(x, *args, **kwargs):
+        widths.append(x.shape[1])
+        fed.append(np.asarray(x))
+        return fit(x, *args, **kwargs)
+
+    monkeypatch.setattr(probes, "fit_linear_probes", spy)
     report = probe_encoder(encoder, dataset, find_annotation("vaerl/FakeFrames-v0"), settings=settings)
-    assert encoder.latent_dim() > encoder.model.config.latent_dim  # the latent agents get holds the cells too
-    assert widths == [encoder.model.config.latent_dim] * 2 and report.info["settings"]["part"] == "gaussian"
+    gaussian = encoder.model.config.latent_dim
+    assert encoder.latent_dim() > gaussian  # the latent agents get holds the cells too
+    expected = gaussian if part == "gaussian" else encoder.latent_dim() - gaussian
+    assert widths == [expected] * 2 and report.info["settings"]["part"] == part
+    if part == "foreground":  # a fixed function of the frame: the random init's are the same numbers
+        np.testing.assert_allclose(fed[0], fed[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_foreground_part_of_a_vae_without_one_is_refused(tmp_path, fake_config):
+    from vaerl import load_encoder
+
+    spec = preprocess_spec(fake_config, make_env(fake_config))
+    plain = build_model("vae", input_shape=spec.input_shape, **TINY_VAE, foreground_projections=False)
+    path = save_checkpoint(tmp_path / "plain.safetensors", plain, spec, fake_config.to_dict())
+    with pytest.raises(ValueError, match="this encoder has none: use probe.part=all or probe.part=gaussian"):
+        probed_columns(load_encoder(path, "cpu"), "foreground")
 
 
 def test_an_unknown_part_is_named():

@@ -300,7 +300,7 @@ def score_reward(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | No
 
 
 # ---------------------------------------------------------------------------------------------- the protocol
-PROBED_PARTS = ("all", "gaussian")
+PROBED_PARTS = ("all", "gaussian", "foreground")
 
 
 def probed_columns(encoder: Encoder, part: str) -> slice:
@@ -308,9 +308,15 @@ def probed_columns(encoder: Encoder, part: str) -> slice:
     if part == "all":
         return slice(None)
     if encoder.kind != "vae":
-        raise ValueError(f"probe.part={part!r} probes a VAE's Gaussian part; this is a {encoder.kind} encoder: "
+        raise ValueError(f"probe.part={part!r} probes a part of a VAE's latent; this is a {encoder.kind} encoder: "
                          "use probe.part=all")
-    return slice(0, int(encoder.model.config.latent_dim))
+    gaussian = int(encoder.model.config.latent_dim)  # the VAE's latent: its Gaussian means, then its foreground path
+    if part == "gaussian":
+        return slice(0, gaussian)
+    if encoder.latent_dim() == gaussian:
+        raise ValueError("probe.part=foreground probes a VAE's foreground path (cells, sums, parts or object "
+                         "channels); this encoder has none: use probe.part=all or probe.part=gaussian")
+    return slice(gaussian, None)
 
 
 @dataclass
@@ -331,8 +337,9 @@ class ProbeSettings:
     mode: str = "mean"
     """Encoder output that is probed: ``mean`` (VAE posterior mean / VQ-VAE quantised grid) or ``sample``."""
     part: str = "all"
-    """Which of its numbers: ``all``, the latent the wrappers hand agents, or ``gaussian``, a VAE's Gaussian part
-    alone (without its foreground path, which a random-init encoder has too): what training adds."""
+    """Which of its numbers: ``all``, the latent the wrappers hand agents; ``gaussian``, a VAE's Gaussian part
+    alone (without its foreground path, which a random-init encoder has too): what training adds; or
+    ``foreground``, that path alone (the cells: a fixed function of the frame, the same at random init)."""
     lr: float = 1e-3
     """Adam learning rate on standardised features (AtariARI: 3e-4 on raw features)."""
     batch_size: int = 128
