@@ -378,7 +378,7 @@ def test_a_part_of_the_vae_latent_is_probed_alone(tmp_path, checkpoint, monkeypa
     assert encoder.latent_dim() > gaussian  # the latent agents get holds the cells too
     expected = gaussian if part == "gaussian" else encoder.latent_dim() - gaussian
     assert widths == [expected] * 2 and report.info["settings"]["part"] == part
-    if part == "foreground":  # a fixed function of the frame: the random init's are the same numbers
+    if part == "foreground":  # a fixed function of the frame: an untrained encoder's random init gives the same
         np.testing.assert_allclose(fed[0], fed[1], rtol=1e-5, atol=1e-6)
 
 

@@ -339,7 +339,8 @@ class ProbeSettings:
     part: str = "all"
     """Which of its numbers: ``all``, the latent the wrappers hand agents; ``gaussian``, a VAE's Gaussian part
     alone (without its foreground path, which a random-init encoder has too): what training adds; or
-    ``foreground``, that path alone (the cells: a fixed function of the frame, the same at random init)."""
+    ``foreground``, that path alone (the cells: a fixed function of the frame; a random init subtracts another
+    background, a constant per number that the probes' standardisation removes)."""
     lr: float = 1e-3
     """Adam learning rate on standardised features (AtariARI: 3e-4 on raw features)."""
     batch_size: int = 128
