@@ -104,10 +104,24 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
     assert state["step"] == 3 and 0 < state["train_seconds"] <= first["train_seconds"]
     (tmp_path / "run" / "metrics.json").unlink()  # as if the process died before the end
+    state["train_seconds"] = 1e6  # a long first session: the resumed run's time goes on from it
+    torch.save(state, tmp_path / "run" / "train_state.pt")
     resumed = pretrain(tiny_config(tmp_path, steps=6))
     assert resumed["steps"] == 6 and resumed["resumed_from"] == 3
-    assert resumed["train_seconds"] > state["train_seconds"]  # summed over both sessions
+    assert 1e6 < resumed["train_seconds"] < 1e6 + 600
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
+
+
+def test_a_train_state_without_its_training_time_resumes_and_says_so(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    pretrain(tiny_config(tmp_path, steps=3))
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    del state["train_seconds"]  # as an older vaerl wrote it
+    torch.save(state, tmp_path / "run" / "train_state.pt")
+    (tmp_path / "run" / "metrics.json").unlink()
+    resumed = pretrain(tiny_config(tmp_path, steps=6))
+    assert resumed["steps"] == 6 and 0 < resumed["train_seconds"] < 600
+    assert "does not say how long its run trained before: train_seconds counts from step 3" in caplog.text
 
 
 def test_a_run_killed_while_saving_never_resumes_past_its_encoder(tmp_path: Path, monkeypatch) -> None:

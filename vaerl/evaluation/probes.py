@@ -339,8 +339,10 @@ class ProbeSettings:
     part: str = "all"
     """Which of its numbers: ``all``, the latent the wrappers hand agents; ``gaussian``, a VAE's Gaussian part
     alone (without its foreground path, which a random-init encoder has too): what training adds; or
-    ``foreground``, that path alone (the cells: a fixed function of the frame; a random init subtracts another
-    background, a constant per number that the probes' standardisation removes)."""
+    ``foreground``, that path alone. The default's signed cells are linear in the frame, so a random init,
+    which subtracts another background, differs by a constant per number that the probes' standardisation
+    removes: both score alike. Sums and unsigned cells (``|frame - background|``) and learned parts or object
+    channels differ at random init."""
     lr: float = 1e-3
     """Adam learning rate on standardised features (AtariARI: 3e-4 on raw features)."""
     batch_size: int = 128

@@ -293,11 +293,12 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
         if writer is not None:
             writer.close()
         loader.close()
-    elapsed = clock.session_seconds()
-    steps_done = max(step - start_step, 1)
-    # train_seconds: over every session of the run; the rates: this session's, the one that ran on this machine
-    return {"train_seconds": clock.seconds(), "resumed_from": start_step,
-            "frames_per_s": steps_done * train.batch_size / elapsed, "data_wait_fraction": loader.wait_seconds / elapsed}
+    elapsed, steps_done = clock.session_seconds(), step - start_step
+    # train_seconds: over every session of the run; the rates: this session's, when it trained at all (a run
+    # killed between its last train state and its metrics resumes only to write them)
+    rates = {"frames_per_s": steps_done * train.batch_size / elapsed,
+             "data_wait_fraction": loader.wait_seconds / elapsed} if steps_done else {}
+    return {"train_seconds": clock.seconds(), "resumed_from": start_step, **rates}
 
 
 def optimisation_step(model: FrameModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
