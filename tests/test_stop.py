@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 
 import pytest
 from conftest import sigterm_in_process
@@ -11,8 +12,16 @@ from vaerl.cli import run_main
 from vaerl.stop import RunStopped, StopRequest
 
 
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Ctrl-C's default handler for the test: a process started in the background (``nohup``, ``&``) ignores it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @sigterm_in_process
-def test_sigterm_only_asks_even_when_repeated_and_the_handler_goes_when_the_context_ends() -> None:
+def test_sigterm_only_asks_even_when_repeated_and_the_handler_goes_when_the_context_ends(ctrl_c) -> None:
     with StopRequest() as stop:
         assert not stop.requested
         signal.raise_signal(signal.SIGTERM)  # without the request this would end the test process
@@ -23,7 +32,7 @@ def test_sigterm_only_asks_even_when_repeated_and_the_handler_goes_when_the_cont
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_second_ctrl_c_interrupts_at_once() -> None:
+def test_a_second_ctrl_c_interrupts_at_once(ctrl_c) -> None:
     with StopRequest() as stop:
         signal.raise_signal(signal.SIGINT)
         assert stop.signal_number == signal.SIGINT
@@ -42,6 +51,17 @@ def test_a_handler_someone_else_installed_is_left_alone() -> None:
         assert seen == [signal.SIGTERM] and not stop.requested
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_ignored_ctrl_c_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a process started with nohup
+    try:
+        with StopRequest() as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert not stop.requested and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_stopped_run_exits_with_the_status_of_its_signal(caplog: pytest.LogCaptureFixture) -> None:
