@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,15 @@ TINY_VAE = {"latent_dim": 4, "encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "h
 SUMS = {"foreground_cells": 0, "foreground_sums": True}
 """The VAE's foreground as its row and column sums alone (the default before the cells), for tests of the sums."""
 TINY_VQVAE = {"encoder_layers": [[8, 4, 2, 1], [16, 4, 2, 1]], "embedding_dim": 4, "num_codes": 16}
+
+
+def wait_until(process: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 300.0) -> None:
+    """Poll ``ready`` until it holds; fail with the process's output if it exits first, or after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.stdout.read()[-3000:] if process.stdout else "the process exited"
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        time.sleep(0.1)
 
 
 def catches_sigterm(pid: int) -> bool:

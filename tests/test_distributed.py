@@ -9,13 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import catches_sigterm
+from conftest import catches_sigterm, wait_until
 from safetensors.torch import load_file
 
 from vaerl.errors import ConfigError
@@ -163,11 +162,7 @@ def test_a_dying_rank_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path:
     launcher = launch(tmp_path, 2, "train.steps=400", "train.checkpoint_every=2", "train.val_every=1000",
                       f"hydra.run.dir={run_dir}", wait=False)
     try:
-        deadline = time.monotonic() + 300
-        while not (run_dir / "train_state.pt").exists():
-            assert launcher.poll() is None, launcher.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
+        wait_until(launcher, (run_dir / "train_state.pt").exists, "no checkpoint")
         rank1 = next(pid for pid in _children(launcher.pid) if _rank_of(pid) == 1)
         os.kill(rank1, signal.SIGKILL)  # rank 1 dies; torchrun then stops rank 0 wherever it is
         assert launcher.wait(timeout=120) != 0
@@ -195,14 +190,11 @@ def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(tm
     launcher = launch(tmp_path, 2, "train.steps=100000", "train.checkpoint_every=100000", "train.val_every=100000",
                       f"hydra.run.dir={run_dir}", wait=False)
     try:
-        deadline = time.monotonic() + 300
-        rank1 = None
-        while rank1 is None or not catches_sigterm(rank1):  # rank 1 is inside its training loop
-            assert launcher.poll() is None, launcher.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "rank 1 did not start training within 300 s"
-            time.sleep(0.2)
-            rank1 = next((pid for pid in _children(launcher.pid) if _rank_of(pid) == 1), None)
-        os.kill(rank1, signal.SIGTERM)  # rank 0 never gets the signal: it must stop at the same step all the same
+        def rank1() -> int | None:
+            return next((pid for pid in _children(launcher.pid) if _rank_of(pid) == 1), None)
+
+        wait_until(launcher, lambda: rank1() is not None and catches_sigterm(rank1()), "rank 1 not in its training loop")
+        os.kill(rank1(), signal.SIGTERM)  # rank 0 never gets the signal: it must stop at the same step all the same
         output = launcher.communicate(timeout=120)[0]
     finally:
         if launcher.poll() is None:

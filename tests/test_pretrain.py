@@ -8,13 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_VAE, TINY_VQVAE, catches_sigterm, fake_env_config, sigterm_in_process
+from conftest import (
+    REPO,
+    TINY_VAE,
+    TINY_VQVAE,
+    catches_sigterm,
+    fake_env_config,
+    sigterm_in_process,
+    wait_until,
+)
 
 import vaerl
 from vaerl.checkpoint import load_model
@@ -261,11 +268,7 @@ def test_script_stopped_by_sigterm_saves_and_exits_as_terminated(tmp_path: Path)
                "train.steps=100000", "train.checkpoint_every=100000", "train.val_every=100000"]
     with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as process:
-        deadline = time.monotonic() + 300
-        while not catches_sigterm(process.pid):  # until the training loop listens
-            assert process.poll() is None, process.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "training did not start within 300 s"
-            time.sleep(0.1)
+        wait_until(process, lambda: catches_sigterm(process.pid), "no training loop listening")
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=120)[0]
     assert process.returncode == 143, output[-3000:]

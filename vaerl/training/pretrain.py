@@ -277,14 +277,12 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                     log_scalars(writer, "val", val, step)
                     log.info("step %d  val %s", step, "  ".join(f"{k}={v:.4g}" for k, v in val.items()))
                     model.train()
-                saved = step % train.checkpoint_every == 0 or step == train.steps
-                if run.is_writer and saved:
+                # a stop asked for on any process stops all of them at this step, with a checkpoint of it
+                stopping = distributed.max_over_processes(stop.signal_number or 0) if step < train.steps else 0
+                if run.is_writer and (step % train.checkpoint_every == 0 or step == train.steps or stopping):
                     save_resume_point(run, step, clock.seconds())
                 bar.update(1)
-                stopping = distributed.max_over_processes(stop.signal_number or 0)  # all processes stop at one step
-                if stopping and step < train.steps:
-                    if run.is_writer and not saved:
-                        save_resume_point(run, step, clock.seconds())
+                if stopping:
                     distributed.max_over_processes(0)  # the others wait for the save: torchrun stops all once one exits
                     raise RunStopped(stopping, f"pretraining stopped at step {step} of {train.steps} with its checkpoint "
                                                f"saved in {run.run_dir}; run the same command again to resume")
