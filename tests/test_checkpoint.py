@@ -201,6 +201,30 @@ def test_checkpoints_from_before_a_default_changed_build_what_they_were(
     torch.testing.assert_close(loaded.encode_latent(x), model.encode_latent(x))
 
 
+def test_an_encoder_from_before_a_default_changed_fine_tunes_in_the_policy(tmp_path: Path, fake_config) -> None:
+    """A policy that trains the encoder rebuilds it from the settings it was built with, not from the checkpoint's
+    stored keys: those lack later settings, whose defaults would build another model that its weights do not fit."""
+    from gymnasium import spaces
+
+    from agents.rl.features import load_pretrained
+    from agents.rl.observations import FinetuneObservations
+    env = make_env(fake_config)
+    spec = preprocess_spec(fake_config, env)
+    model = build_model("vae", input_shape=spec.input_shape, foreground_projections=False, **TINY_VAE).eval()
+    path = save_checkpoint(tmp_path / "old.safetensors", model, spec, fake_config.to_dict())
+    config = dict(read_checkpoint_info(path).model_config)
+    del config["foreground_projections"]  # written before the foreground path existed: a plain VAE
+    _rewrite_metadata(path, model_config=json.dumps(config))
+    observations = FinetuneObservations(vaerl.load_encoder(path, "cpu"), stack=1)
+    kwargs = observations.policy_kwargs()["features_extractor_kwargs"]
+    extractor_class = observations.policy_kwargs()["features_extractor_class"]
+    extractor = extractor_class(spaces.Box(0.0, 1.0, spec.input_shape), **kwargs)
+    policy = torch.nn.Sequential(extractor)
+    assert load_pretrained(policy, path) == 1
+    x = torch.rand(2, *spec.input_shape)
+    torch.testing.assert_close(extractor(x), model.encode_latent(x))
+
+
 def test_foreground_parts_round_trip(tmp_path: Path, fake_config) -> None:
     """A VAE with learned foreground parts reloads with the same partition: identical latents, statistics included."""
     torch.manual_seed(0)

@@ -136,7 +136,7 @@ def test_loader_pairs_each_frame_with_the_one_k_steps_later_in_its_episode(fake_
     loader = BatchLoader(fake_dataset, indices, batch_size=16, seed=0, pair_offset=3)
     try:
         picks = loader._draw()
-        batch = next(loader)
+        batch = next(loader).frames
     finally:
         loader.close()
     anchors, partners = picks[:8], picks[8:]

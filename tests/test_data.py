@@ -157,7 +157,7 @@ def test_loader_draws_batches_from_given_indices(fake_dataset: FrameDataset) -> 
     _, val = fake_dataset.split_by_episode(0.2)
     loader = BatchLoader(fake_dataset, val, batch_size=16, frame_stack=2, seed=0)
     try:
-        batch = next(loader)
+        batch = next(loader).frames
     finally:
         loader.close()
     assert batch.shape == (16, 2, 32, 32)

@@ -63,18 +63,21 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
 
     context = init_distributed("cpu")
     torch.manual_seed(rank)  # different initial weights: DDP must make them equal
-    # with the temporal contrastive term: paired batches and the term's own weights go through DDP too
-    model = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE, contrast_weight=1.0, contrast_offset=1)
+    # with the temporal contrastive and inverse-dynamics terms: paired batches, actions and the terms' own weights go
+    # through DDP too
+    model = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE, contrast_weight=1.0, contrast_offset=1,
+                        inverse_dynamics_weight=1.0, num_actions=3)
     trainer = context.wrap(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(100 + rank)  # each rank its own frames
     losses = []
     for step in range(1, 6):
-        x = torch.rand(4, 1, 32, 32, generator=generator)
-        losses.append(optimisation_step(trainer, optimizer, x, None, step, 10.0, paired=True).loss.item())
+        x, actions = torch.rand(4, 1, 32, 32, generator=generator), torch.randint(0, 3, (2,), generator=generator)
+        losses.append(optimisation_step(trainer, optimizer, x, None, step, 10.0, paired=True, actions=actions).loss.item())
     # a NaN on rank 1 alone: both ranks skip the update together instead of one waiting for the other
     x = torch.full((4, 1, 32, 32), float("nan") if rank == 1 else 0.5)
-    losses.append(optimisation_step(trainer, optimizer, x, None, 6, 10.0, paired=True).loss.item())
+    losses.append(optimisation_step(trainer, optimizer, x, None, 6, 10.0, paired=True,
+                                    actions=torch.zeros(2, dtype=torch.long)).loss.item())
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     np.save(f"{out}/params{rank}.npy", flat.numpy())
     Path(f"{out}/losses{rank}.json").write_text(json.dumps(losses))

@@ -73,13 +73,19 @@ def test_fire_is_pressed_after_each_lost_life() -> None:
     venv = AtariVecEnv(BREAKOUT, 1, episodic_life=True)
     venv.seed(0)
     venv.reset()
+    played, new_life = [], True
     for step in range(5000):  # NOOP forever: only the automatic FIRE launches the ball
         _, _, dones, infos = venv.step(np.array([0]))
+        played.append((int(venv.executed_actions[0]), new_life))
+        new_life = bool(dones[0])
         if dones[0] and "episode" in infos[0]:
             break
     else:
         pytest.fail("the game stalled: no FIRE after a lost life")
     assert step > 50
+    # what was played is recorded: FIRE as each game and life starts, the policy's NOOP otherwise
+    assert all(action == (FIRE if starts else 0) for action, starts in played)
+    assert sum(starts for _, starts in played) == 5  # Breakout's 5 lives
 
 
 @pytest.mark.filterwarnings("ignore:Rom no_such_game")

@@ -103,10 +103,17 @@ def collect_agent_frames(
             frames = np.stack([observations.frame(env, obs, i) for i in range(env.num_envs)])
             actions, _ = model.predict(obs, deterministic=deterministic)
             obs, rewards, dones, _ = env.step(actions)
-            episodes.add(frames, actions, rewards, dones)
+            episodes.add(frames, executed_actions(env, actions), rewards, dones)
             bar.update(min(env.num_envs, num_frames - bar.n))
         episodes.flush_all()
         writer.close()
     dataset = FrameDataset(path)
     log.info("collected %d frames of the agent's play in %d episodes", len(dataset), dataset.meta.num_episodes)
     return dataset
+
+
+def executed_actions(env: Any, chosen: np.ndarray) -> np.ndarray:
+    """The actions ``env`` last played: an Atari vector env presses FIRE for the policy's first action of each game
+    and life (:class:`vaerl.envs.vector.AtariVecEnv`), and the dataset stores what was played, not what was asked."""
+    played = getattr(getattr(env, "unwrapped", env), "executed_actions", None)
+    return chosen if played is None else np.asarray(played).reshape(np.shape(chosen))

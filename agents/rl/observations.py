@@ -207,7 +207,9 @@ class FinetuneObservations(Observations):
         return {
             "features_extractor_class": EncoderFeatures,
             "features_extractor_kwargs": {
-                "kind": self.encoder.kind, "model_config": self.encoder.info.model_config,
+                # the settings the encoder was built with: an older checkpoint's stored ones lack later settings,
+                # whose defaults would build another model (FrameModel.stored_config)
+                "kind": self.encoder.kind, "model_config": self.encoder.model.config_dict(),
                 "frames_per_input": self.encoder.spec.frame_stack, "stack": self.stack,
                 "stack_mode": self.stack_mode, "trainable": True,
             },

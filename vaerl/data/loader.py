@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,13 +19,23 @@ from vaerl.data.dataset import FrameDataset
 from vaerl.errors import DatasetError
 
 
+class Batch(NamedTuple):
+    """One minibatch: uint8 frames ``(B, C*frame_stack, H, W)`` and, when asked for, the int64 actions ``(B / 2,)``
+    taken from the first half's frames (the anchors of a paired batch)."""
+
+    frames: torch.Tensor
+    actions: torch.Tensor | None = None
+
+
 class BatchLoader:
-    """Endless iterator of uint8 ``(B, C*frame_stack, H, W)`` tensors drawn from ``indices``.
+    """Endless iterator of :class:`Batch` es drawn from ``indices``.
 
     ``skip`` batches are drawn (not loaded) first, so a run resumed at step ``skip`` sees the same
     batches as one that was never interrupted. With ``pair_offset=k > 0`` a batch is ``B / 2`` frames drawn
     from those that have a frame ``k`` steps later in their episode, then those later frames in the same
-    order (objectives over pairs of frames, :attr:`vaerl.models.FrameModel.pair_offset`).
+    order (objectives over pairs of frames, :attr:`vaerl.models.FrameModel.pair_offset`). ``num_actions=n > 0``
+    adds the action taken from each anchor (the dataset's ``action`` extra, checked once to lie in ``[0, n)``;
+    objectives that read actions, :attr:`vaerl.models.FrameModel.num_actions`), which needs pairs one step apart.
     """
 
     def __init__(
@@ -39,11 +50,16 @@ class BatchLoader:
         prefetch: int = 4,
         pin_memory: bool = False,
         pair_offset: int = 0,
+        num_actions: int = 0,
     ) -> None:
         if len(indices) == 0:
             raise ValueError("cannot draw batches from an empty index set")
+        if num_actions and pair_offset != 1:
+            raise ValueError(f"actions come with pairs of frames one step apart (the action leads from one to the "
+                             f"other), got pair_offset={pair_offset}")
         self.dataset, self.indices = dataset, np.asarray(indices)
         self.batch_size, self.frame_stack, self.pair_offset = batch_size, frame_stack, pair_offset
+        self.action_of = stored_actions(dataset, num_actions) if num_actions else None
         if pair_offset:
             if batch_size % 2:
                 raise ValueError(f"a batch of pairs of frames needs an even batch size, got {batch_size}: set "
@@ -54,15 +70,15 @@ class BatchLoader:
         for _ in range(skip):  # a resumed run draws the batches an uninterrupted one would have drawn next
             self._draw()
         self.wait_seconds = 0.0
-        self._queue: queue.Queue[torch.Tensor] = queue.Queue(maxsize=prefetch)
+        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, daemon=True)
         self._thread.start()
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[Batch]:
         return self
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> Batch:
         start = time.perf_counter()
         batch = self._queue.get()
         self.wait_seconds += time.perf_counter() - start
@@ -86,9 +102,13 @@ class BatchLoader:
     def _produce(self) -> None:
         while not self._stop.is_set():
             picks = self._draw()
-            batch = torch.from_numpy(self.dataset.stacked_frames(picks, self.frame_stack))
+            frames = torch.from_numpy(self.dataset.stacked_frames(picks, self.frame_stack))
+            actions = None
+            if self.action_of is not None:  # the action taken from each anchor, the first half of the picks
+                actions = torch.from_numpy(self.action_of[picks[: len(picks) // 2]])
             if self.pin_memory:
-                batch = batch.pin_memory()
+                frames = frames.pin_memory()
+            batch = Batch(frames, actions)
             while not self._stop.is_set():
                 try:
                     self._queue.put(batch, timeout=0.1)
@@ -104,9 +124,28 @@ def frames_with_partner(dataset: FrameDataset, indices: np.ndarray, offset: int)
     kept = indices[(indices + offset < len(episodes)) & (episodes[later] == episodes[indices])]
     if len(kept) == 0:
         raise DatasetError(f"no frame of dataset {dataset.path} has a frame {offset} steps later in its episode, so "
-                           f"there are no pairs for contrast_offset={offset}: lower model.contrast_offset, or collect "
-                           "longer episodes (more data.frames)")
+                           f"there are no pairs of frames {offset} apart (model.contrast_offset, or 1 for the "
+                           "inverse-dynamics term): lower model.contrast_offset, or collect longer episodes "
+                           "(more data.frames)")
     return kept
+
+
+def stored_actions(dataset: FrameDataset, num_actions: int) -> np.ndarray:
+    """The action taken from each frame of ``dataset`` as int64 ``(len(dataset),)``, checked to lie in
+    ``[0, num_actions)`` (read once: 8 bytes a frame)."""
+    if "action" not in dataset.extra_names:
+        raise DatasetError(f"dataset {dataset.path} stores no actions (its extras: {dataset.extra_names}), and the "
+                           "objective predicts them: pretrain with 'action' in data.extras (a dataset of its own)")
+    stored = dataset.extra("action")
+    if stored.shape != (len(dataset),) or not np.issubdtype(stored.dtype, np.integer):
+        raise DatasetError(f"dataset {dataset.path} stores {stored.dtype} actions of shape {stored.shape[1:]}, not one "
+                           "discrete action per frame: an objective over actions needs an env with a Discrete action space")
+    actions = stored.astype(np.int64)
+    if len(actions) and not 0 <= actions.min() <= actions.max() < num_actions:
+        raise DatasetError(f"dataset {dataset.path} holds actions {actions.min()}..{actions.max()}, and the model "
+                           f"tells {num_actions} apart: frames of another action space (env.full_action_space, or an "
+                           "agent of another env); pretrain with the env the frames came from")
+    return actions
 
 
 def iterate_in_order(dataset: FrameDataset, indices: np.ndarray, batch_size: int, frame_stack: int = 1) -> Iterator[torch.Tensor]:

@@ -92,6 +92,7 @@ class AtariVecEnv(VecEnv):
         self.episodic_life, self.clip_rewards = episodic_life, clip_rewards
         self._lives = np.zeros(num_envs, np.int64)
         self._fire_next = np.zeros(num_envs, dtype=bool)
+        self.executed_actions: np.ndarray | None = None  # the actions last sent to the games (FIRE where pressed)
         self._returns = np.zeros(num_envs, np.float64)
         self._lengths = np.zeros(num_envs, np.int64)
         self._start = time.time()
@@ -113,6 +114,7 @@ class AtariVecEnv(VecEnv):
             # the Zoo's FireResetEnv presses FIRE at reset and when a life is lost (else Breakout
             # stalls); here the first action of each new game or life is replaced by FIRE
             actions = np.where(self._fire_next, self._fire, actions)
+        self.executed_actions = actions  # what the games got: recorded with the frames they were taken from
         self.ale.send(actions)
 
     def step_wait(self) -> VecEnvStepReturn:

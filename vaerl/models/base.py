@@ -221,11 +221,19 @@ class FrameModel(nn.Module):
         ``paired`` batches: ``B`` frames, then their partners."""
         return 0
 
+    @property
+    def num_actions(self) -> int:
+        """How many actions the objective tells apart, reading the action taken from each first frame of a pair (0,
+        the default: it reads none). Pretraining then hands :meth:`training_loss` ``actions``, the ``B`` actions
+        taken from the first frames of a paired batch, each in ``[0, num_actions)``."""
+        return 0
+
     def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
-                      paired: bool = False) -> LossOutput:
+                      paired: bool = False, actions: torch.Tensor | None = None) -> LossOutput:
         """One batch's loss; ``pixel_weights`` (shaped like ``x``) weigh the reconstruction term, ``step`` drives
-        schedules (KL warm-up), and ``paired`` says ``x`` holds frames, then their partners (:attr:`pair_offset`;
-        pretraining passes it only to models with a nonzero offset, so families of single frames may omit it)."""
+        schedules (KL warm-up), ``paired`` says ``x`` holds frames, then their partners (:attr:`pair_offset`), and
+        ``actions`` are the actions taken from the first half (:attr:`num_actions`). Pretraining passes ``paired``
+        and ``actions`` only to models that ask for them, so families of single frames may omit both."""
         raise NotImplementedError
 
     def config_dict(self) -> dict[str, Any]:

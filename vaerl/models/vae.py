@@ -25,6 +25,7 @@ from vaerl.models.blocks import (
     conv_output_sizes,
 )
 from vaerl.models.contrast import GlobalLocalContrast
+from vaerl.models.dynamics import InverseDynamics
 from vaerl.models.objects import (
     CELL_KERNELS,
     PART_STATS,
@@ -74,6 +75,14 @@ class VAEConfig:
     contrast_layer: int = -1
     """Which conv layer's feature map the partner frame is picked out by (``-1``: the last; ``0``: the first,
     whose places are finest)."""
+    inverse_dynamics_weight: float = 0.0
+    """Weight of an inverse-dynamics term beside the ELBO (:mod:`vaerl.models.dynamics`): from the posterior means
+    of a frame and the next one in its episode, a linear predictor must tell which action was taken between them,
+    so that what the agent controls (its paddle) is in the Gaussian part, not only in the cells. Pretraining then draws frames in pairs
+    one step apart with their actions. 0: off."""
+    num_actions: int = 0
+    """Actions of the env's ``Discrete`` action space, for the inverse-dynamics term (pretraining sets it from the
+    env); 0 without the term."""
     object_dropout: float = 0.0
     """Fraction of training frames whose decoder gets an empty object path, so that the Gaussian part has to draw
     those frames' objects itself: the cells alone would carry them, and the reconstruction would then ask the
@@ -121,6 +130,15 @@ class VAEConfig:
         if not -len(self.encoder_layers) <= self.contrast_layer < len(self.encoder_layers):
             raise ValueError(f"contrast_layer must name one of the {len(self.encoder_layers)} conv layers (0 to "
                              f"{len(self.encoder_layers) - 1}, or -1 for the last), got {self.contrast_layer}")
+        if self.inverse_dynamics_weight < 0:
+            raise ValueError(f"inverse_dynamics_weight must be >= 0, got {self.inverse_dynamics_weight}")
+        if self.inverse_dynamics_weight and self.num_actions < 2:
+            raise ValueError(f"the inverse-dynamics term predicts one of the env's actions and needs num_actions >= 2, "
+                             f"got {self.num_actions}: pretraining sets it from a Discrete action space")
+        if self.inverse_dynamics_weight and self.contrast_weight and self.contrast_offset > 1:
+            raise ValueError(f"the inverse-dynamics term trains on frames one step apart and the contrastive term on "
+                             f"frames {self.contrast_offset} apart; pretraining draws one kind of pair: set "
+                             "model.contrast_offset to 0 or 1, or model.inverse_dynamics_weight=0")
         if self.object_channels < 0:
             raise ValueError(f"object_channels must be >= 0, got {self.object_channels}")
         if not 0 <= self.object_dropout < 1:
@@ -217,11 +235,22 @@ class VAE(FrameModel):
         if config.contrast_weight:
             self.contrast = GlobalLocalContrast(config.latent_dim,
                                                 (layers[self.contrast_layer][0], *sizes[self.contrast_layer + 1]))
+        self.inverse_dynamics: InverseDynamics | None = None
+        if config.inverse_dynamics_weight:
+            self.inverse_dynamics = InverseDynamics(config.latent_dim, config.num_actions)
 
     @property
     def pair_offset(self) -> int:
-        """With the contrastive term, its frames come in pairs ``contrast_offset`` steps apart (0: no pairs)."""
+        """Frames come in pairs one step apart for the inverse-dynamics term, ``contrast_offset`` steps apart for a
+        temporal contrastive term (0: no pairs)."""
+        if self.inverse_dynamics is not None:
+            return 1
         return self.config.contrast_offset if self.contrast is not None else 0
+
+    @property
+    def num_actions(self) -> int:
+        """The env's actions with the inverse-dynamics term, which reads them; 0 without it."""
+        return self.config.num_actions if self.inverse_dynamics is not None else 0
 
     # ------------------------------------------------------------------ the four VAE pieces
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,7 +411,7 @@ class VAE(FrameModel):
         return self.config.beta * (min(1.0, step / warmup) if warmup > 0 else 1.0)
 
     def training_loss(self, x: torch.Tensor, pixel_weights: torch.Tensor | None = None, step: int = 0,
-                      paired: bool = False) -> LossOutput:
+                      paired: bool = False, actions: torch.Tensor | None = None) -> LossOutput:
         out, feature_map = self.forward_with_map(x, objects_shown=self.objects_shown(len(x)))
         nll = self.pixel_nll(out.logits, x)
         kl_per_dim = gaussian_kl(out.mu, out.logvar)
@@ -397,6 +426,9 @@ class VAE(FrameModel):
         contrast = self.contrast_term(x, out.mu, feature_map, paired)
         if contrast is not None:
             loss = loss + self.config.contrast_weight * contrast[0]
+        dynamics = self.inverse_dynamics_term(out.mu, paired, actions)
+        if dynamics is not None:
+            loss = loss + self.config.inverse_dynamics_weight * dynamics[0]
 
         # what we report: the true (unweighted) ELBO per frame
         nll_frame = nll.detach().flatten(1).sum(1).mean()
@@ -411,6 +443,8 @@ class VAE(FrameModel):
         }
         if contrast is not None:
             metrics["contrast_nll"], metrics["contrast_accuracy"] = contrast[0].detach(), contrast[1]
+        if dynamics is not None:
+            metrics["inverse_dynamics_nll"], metrics["inverse_dynamics_accuracy"] = dynamics[0].detach(), dynamics[1]
         return LossOutput(loss, out.recon, metrics)
 
     def objects_shown(self, n: int) -> torch.Tensor | None:
@@ -424,19 +458,36 @@ class VAE(FrameModel):
                       paired: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The contrastive loss and accuracy of a batch, ``None`` without the term or without partners.
 
-        ``paired``: the batch holds ``B`` frames, then the frames ``pair_offset`` steps after each (the pretraining
-        loader draws them so); the first half's means are contrasted with the second half's targets. With
-        ``contrast_offset=0`` every frame is its own partner. Unpaired frames of a temporal term (validation) have none.
+        ``paired``: the batch holds ``B`` frames, then the frames ``contrast_offset`` steps after each (the
+        pretraining loader draws them so); the first half's means are contrasted with the second half's targets. With
+        ``contrast_offset=0`` every frame is its own partner: all of an unpaired batch, the first half of a paired one
+        (paired for the inverse-dynamics term). Unpaired frames of a temporal term (validation) have none.
         """
-        if self.contrast is None or (self.pair_offset and not paired):
+        offset = self.config.contrast_offset
+        if self.contrast is None or (offset and not paired):
             return None
-        half = len(mu) // 2 if self.pair_offset else 0
-        anchors = mu[:half] if half else mu
+        if not offset:  # each frame its own partner; of a paired batch only the first half, for its second half
+            # holds their next frames, near-copies that a frame would have to be told apart from
+            frames = len(mu) // 2 if paired else len(mu)
+            anchors, partners, maps = mu[:frames], x[:frames], feature_map[:frames]
+        else:
+            half = len(mu) // 2
+            anchors, partners, maps = mu[:half], x[half:], feature_map[half:]
         if self.contrast_layer == len(self.trunk.layer_ends) - 1:
-            return self.contrast(anchors, feature_map[half:])
+            return self.contrast(anchors, maps)
         with torch.no_grad():  # the partner's features are a target: the term trains the latent, not them
-            partner_maps = self.trunk.up_to(x[half:], self.contrast_layer)
+            partner_maps = self.trunk.up_to(partners, self.contrast_layer)
         return self.contrast(anchors, partner_maps)
+
+    def inverse_dynamics_term(self, mu: torch.Tensor, paired: bool,
+                              actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The inverse-dynamics loss and accuracy of a paired batch (``B`` frames, then the frames one step after
+        each, and the ``B`` actions taken from the first ones); ``None`` without the term or without pairs and
+        actions (validation)."""
+        if self.inverse_dynamics is None or not paired or actions is None:
+            return None
+        half = len(mu) // 2
+        return self.inverse_dynamics(mu[:half], mu[half:], actions)
 
     def bits_per_dim(self, neg_elbo_nats: torch.Tensor, dims: int) -> torch.Tensor:
         """-ELBO in bits per pixel value.

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -111,7 +112,7 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
     device = distributed.device
 
     # data: the configured env's frames, split by episode
-    spec = encoder_spec(cfg)
+    spec, model_kwargs = env_settings(cfg)
     dataset = ensure_dataset(
         cfg.data.root, frame_source(cfg.env, cfg.data.num_envs, cfg.seed), spec, cfg.data.frames,
         key=dataset_key(cfg, policy_frames), seed=cfg.seed, extras=cfg.data.extras, shard_size=cfg.data.shard_size,
@@ -120,7 +121,7 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
     train_idx, val_idx = dataset.split_by_episode(cfg.data.val_fraction, seed=cfg.seed)
 
     # model and optimiser, resumed from the run directory when it holds a train state
-    model = build_model(cfg.model_kind, input_shape=spec.input_shape, **cfg.model_kwargs).to(device)
+    model = build_model(cfg.model_kind, input_shape=spec.input_shape, **model_kwargs).to(device)
     if cfg.train.channels_last and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
@@ -142,13 +143,31 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
     return metrics
 
 
-def encoder_spec(cfg: PretrainConfig) -> PreprocessSpec:
-    """The preprocessing spec of the configured env (builds the env once to read its observation space)."""
+def env_settings(cfg: PretrainConfig) -> tuple[PreprocessSpec, dict[str, Any]]:
+    """The preprocessing spec of the configured env, and the model's keyword arguments with what they take from
+    the env (the number of actions, for an inverse-dynamics term); builds the env once to read its spaces."""
     env = make_env(cfg.env)
     try:
-        return preprocess_spec(cfg.env, env)
+        spec, kwargs = preprocess_spec(cfg.env, env), dict(cfg.model_kwargs)
+        if kwargs.get("inverse_dynamics_weight"):
+            kwargs["num_actions"] = actions_to_predict(cfg, env.action_space, kwargs.get("num_actions"))
+        return spec, kwargs
     finally:
         env.close()
+
+
+def actions_to_predict(cfg: PretrainConfig, space: gym.Space, asked: int | None) -> int:
+    """The number of actions an objective over actions tells apart: the env's, checked before any frame is collected."""
+    if not isinstance(space, gym.spaces.Discrete) or int(space.start) != 0:
+        raise ConfigError(f"the inverse-dynamics term predicts one of a Discrete set of actions numbered from 0, and "
+                          f"{cfg.env.id} acts in {space}: set model.inverse_dynamics_weight=0")
+    if asked and int(asked) != int(space.n):
+        raise ConfigError(f"model.num_actions={asked}, and {cfg.env.id} has {space.n} actions: leave model.num_actions "
+                          "unset (pretraining reads it from the env)")
+    if "action" not in cfg.data.extras:
+        raise ConfigError(f"the inverse-dynamics term reads the actions stored with the frames, and data.extras is "
+                          f"{list(cfg.data.extras)}: add 'action' to data.extras")
+    return int(space.n)
 
 
 def dataset_key(cfg: PretrainConfig, policy_frames: PolicyFrames | None) -> dict[str, Any]:
@@ -249,7 +268,7 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     loader = BatchLoader(run.dataset, distributed.shard(run.train_idx),
                          distributed.local_batch_size(train.batch_size), frame_stack=run.spec.frame_stack,
                          seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda",
-                         pair_offset=model.pair_offset)
+                         pair_offset=model.pair_offset, num_actions=model.num_actions)
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
     writer = None
     if run.is_writer:  # a resumed run drops the scalars logged after its train state: it computes them again
@@ -261,9 +280,10 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     try:
         with StopRequest() as stop:  # SIGTERM or Ctrl-C: save at the end of the step, then stop (vaerl.stop)
             for step in range(start_step + 1, train.steps + 1):
-                x = prepare(next(loader), run.device, train.channels_last)
+                batch = next(loader)
+                x = prepare(batch.frames, run.device, train.channels_last)
                 out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip,
-                                        paired=bool(model.pair_offset))
+                                        paired=bool(model.pair_offset), actions=batch.actions)
                 loss = out.loss.item()
                 check_finite(loss, step, run.run_dir, train.lr)
 
@@ -301,12 +321,15 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
 
 def optimisation_step(model: FrameModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                       weighting: ForegroundWeighting | None, step: int, grad_clip: float,
-                      paired: bool = False) -> LossOutput:
-    """One gradient step on batch ``x`` (``paired``: frames, then their partners; see
-    :attr:`vaerl.models.FrameModel.pair_offset`); a non-finite loss skips the update (the caller stops the run)."""
-    # ``paired`` goes only to models that train on pairs: a family of frames alone need not know of it
-    pairs = {"paired": True} if paired else {}
-    out = model.training_loss(x, weighting(x) if weighting else None, step=step, **pairs)
+                      paired: bool = False, actions: torch.Tensor | None = None) -> LossOutput:
+    """One gradient step on batch ``x`` (``paired``: frames, then their partners; ``actions``: those taken from
+    the first half; see :attr:`vaerl.models.FrameModel.pair_offset` and ``num_actions``); a non-finite loss skips
+    the update (the caller stops the run)."""
+    # ``paired`` and ``actions`` go only to models that ask for them: a family of frames alone need not know of them
+    extra: dict[str, Any] = {"paired": True} if paired else {}
+    if actions is not None:
+        extra["actions"] = actions.to(x.device, non_blocking=True)
+    out = model.training_loss(x, weighting(x) if weighting else None, step=step, **extra)
     optimizer.zero_grad(set_to_none=True)
     if torch.isfinite(out.loss):
         out.loss.backward()
