@@ -32,8 +32,6 @@ class InverseDynamics(nn.Module):
 
     def __init__(self, latent_dim: int, num_actions: int, latent_floor: float = 0.1) -> None:
         super().__init__()
-        if num_actions < 2:
-            raise ValueError(f"an inverse-dynamics term tells actions apart and needs at least 2, got {num_actions}")
         self.num_actions, self.latent_floor = num_actions, latent_floor
         self.predict = nn.Linear(2 * latent_dim, num_actions)
 

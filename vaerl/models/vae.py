@@ -78,8 +78,8 @@ class VAEConfig:
     inverse_dynamics_weight: float = 0.0
     """Weight of an inverse-dynamics term beside the ELBO (:mod:`vaerl.models.dynamics`): from the posterior means
     of a frame and the next one in its episode, a linear predictor must tell which action was taken between them,
-    so that what the agent controls (its paddle) is in the Gaussian part, not only in the cells. Pretraining then draws frames in pairs
-    one step apart with their actions. 0: off."""
+    so that what the agent controls (its paddle) is in the Gaussian part, not only in the cells. Pretraining then
+    draws frames in pairs one step apart with their actions. 0: off."""
     num_actions: int = 0
     """Actions of the env's ``Discrete`` action space, for the inverse-dynamics term (pretraining sets it from the
     env); 0 without the term."""
