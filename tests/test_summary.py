@@ -124,6 +124,35 @@ def test_pretraining_runs_get_their_own_table(tmp_path: Path) -> None:
     assert "Agents" not in summary.table and summary.plot_path.exists()
 
 
+def test_a_resumed_pretraining_runs_pause_is_not_training_time(tmp_path: Path) -> None:
+    run_dir = tmp_path / "pretrain" / "Pong" / "vae" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"completed": True, "val": {"loss": 90.0}, "steps": 40}))
+    # validations at steps 10, 20 (1 step/s), a day's pause, then 30, 40 (2 steps/s) in a second process
+    for events in (((10, 1_000_000.0), (20, 1_000_010.0)), ((30, 1_090_000.0), (40, 1_090_005.0))):
+        writer = SummaryWriter(str(run_dir / "tb"), filename_suffix=str(events[0][0]))
+        for step, wall in events:
+            writer.add_scalar("val/loss", 100.0 - step / 4, step, walltime=wall)
+        writer.close()
+    (run,) = find_runs(tmp_path / "pretrain")
+    np.testing.assert_allclose(run.curve.steps, [10, 20, 30, 40])
+    # 10 s before step 10 and 10 s to 20 at 1 step/s; 5 s bridging 20 -> 30 and 5 s to 40 at 2 steps/s
+    np.testing.assert_allclose(run.curve.seconds, [10.0, 20.0, 25.0, 30.0])
+
+
+def test_pretraining_curve_without_two_events_in_a_process_uses_the_runs_speed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "pretrain" / "Pong" / "vae" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"completed": True, "val": {"loss": 90.0}, "steps": 40,
+                                                      "train_seconds": 80.0}))
+    for step, wall in ((20, 1_000_000.0), (40, 1_090_000.0)):  # one validation per process
+        writer = SummaryWriter(str(run_dir / "tb"), filename_suffix=str(step))
+        writer.add_scalar("val/loss", 100.0 - step, step, walltime=wall)
+        writer.close()
+    (run,) = find_runs(tmp_path / "pretrain")
+    np.testing.assert_allclose(run.curve.seconds, [40.0, 80.0])
+
+
 def test_run_labels_drop_the_seed_and_keep_other_overrides() -> None:
     assert run_labels(Path("Pong/ppo-latentfalse/seed2/total_steps=1000")) == ("Pong", "ppo-latentfalse/total_steps=1000", 2)
     assert run_labels(Path("Pong/vae")) == ("Pong", "vae", None)

@@ -181,12 +181,24 @@ def _pretrain_run(run_dir: Path, metrics: dict[str, Any], game: str, setting: st
     val = metrics.get("val", {})
     figures = {"loss": val.get("loss", np.nan), "bits_per_dim": val.get("bits_per_dim", np.nan),
                "foreground_mse": val.get("foreground_mse", np.nan), "frames_per_s": metrics.get("frames_per_s", np.nan)}
-    series = tensorboard_scalars(run_dir / "tb", "val/loss")
+    segments = tensorboard_segments(run_dir / "tb", "val/loss")
+    series = merge_segments(segments)
     curve = None
     if series is not None:
-        steps, values, wall = series
-        curve = Curve(steps, values, wall - wall[0])
+        steps, values, _ = series
+        curve = Curve(steps, values, _pretraining_seconds_at(segments, metrics, steps))
     return Run(run_dir, "pretrain", game, setting, seed, {k: float(v) for k, v in figures.items()}, curve)
+
+
+def _pretraining_seconds_at(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], metrics: dict[str, Any],
+                            steps: np.ndarray) -> np.ndarray:
+    """Training seconds at each of ``steps``: TensorBoard event times with the pauses between resumptions left
+    out (:func:`training_seconds`), else the run's mean speed (``train_seconds`` over ``steps`` of its metrics)."""
+    if any(len(segment[0]) >= 2 for segment in segments):
+        logged_steps, clock = training_seconds(segments)
+        return np.interp(steps, logged_steps, clock)
+    total, seconds = metrics.get("steps"), metrics.get("train_seconds")
+    return steps * (seconds / total) if total and seconds else np.full(len(steps), np.nan)
 
 
 def _read_list(path: Path) -> list[dict[str, Any]]:
@@ -263,10 +275,12 @@ def _written_at(event_file: Path) -> tuple[int, str]:
     return (int(stamp) if stamp.isdigit() else 0, str(event_file))
 
 
-def tensorboard_scalars(tb_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(steps, values, wall times) of ``tag`` over every event file below ``tb_dir``, by step; None if absent."""
+def merge_segments(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One ``(steps, values, wall times)`` series by step from the segments of :func:`tensorboard_segments`;
+    None if they are empty."""
     points: dict[float, tuple[float, float]] = {}
-    for steps, values, wall in tensorboard_segments(tb_dir, tag):
+    for steps, values, wall in segments:
         points.update({s: (v, w) for s, v, w in zip(steps, values, wall)})  # a resumed run's later value wins
     if not points:
         return None
