@@ -186,19 +186,9 @@ def _pretrain_run(run_dir: Path, metrics: dict[str, Any], game: str, setting: st
     curve = None
     if series is not None:
         steps, values, _ = series
-        curve = Curve(steps, values, _pretraining_seconds_at(segments, metrics, steps))
+        total, seconds = metrics.get("steps"), metrics.get("train_seconds")
+        curve = Curve(steps, values, clock_at(segments, steps, seconds / total if total and seconds else np.nan))
     return Run(run_dir, "pretrain", game, setting, seed, {k: float(v) for k, v in figures.items()}, curve)
-
-
-def _pretraining_seconds_at(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], metrics: dict[str, Any],
-                            steps: np.ndarray) -> np.ndarray:
-    """Training seconds at each of ``steps``: TensorBoard event times with the pauses between resumptions left
-    out (:func:`training_seconds`), else the run's mean speed (``train_seconds`` over ``steps`` of its metrics)."""
-    if any(len(segment[0]) >= 2 for segment in segments):
-        logged_steps, clock = training_seconds(segments)
-        return np.interp(steps, logged_steps, clock)
-    total, seconds = metrics.get("steps"), metrics.get("train_seconds")
-    return steps * (seconds / total) if total and seconds else np.full(len(steps), np.nan)
 
 
 def _read_list(path: Path) -> list[dict[str, Any]]:
@@ -219,11 +209,19 @@ def _seconds_at(run_dir: Path, history: list[dict[str, Any]], final: dict[str, A
             logged.append((final.get("total_steps", history[-1]["step"]), final["train_seconds"]))
         at_step, seconds = np.array(sorted(logged)).T
         return np.interp(steps, at_step, seconds)
-    segments = tensorboard_segments(run_dir / "tb", "eval/mean_return")
-    if any(len(segment[0]) >= 2 for segment in segments):  # a speed to bridge the gaps with
+    seconds_per_step = 1 / fps if fps and np.isfinite(fps) else np.nan
+    return clock_at(tensorboard_segments(run_dir / "tb", "eval/mean_return"), steps, seconds_per_step)
+
+
+def clock_at(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], steps: np.ndarray,
+             seconds_per_step: float) -> np.ndarray:
+    """Training seconds at each of ``steps``: from the event times of ``segments`` with the pauses between
+    resumptions left out (:func:`training_seconds`) where a process logged twice (a speed to bridge the gaps with),
+    else at the run's mean ``seconds_per_step`` (NaN: unknown)."""
+    if any(len(segment[0]) >= 2 for segment in segments):
         logged_steps, clock = training_seconds(segments)
         return np.interp(steps, logged_steps, clock)
-    return steps / fps if fps and np.isfinite(fps) else np.full(len(steps), np.nan)
+    return steps * seconds_per_step if np.isfinite(seconds_per_step) else np.full(len(steps), np.nan)
 
 
 def training_seconds(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
