@@ -1138,6 +1138,62 @@ def test_cell_conv_widths_set_its_layers_and_join() -> None:
             CellConvFeatures(space, layout, stack=2, widths=widths, features_dim=features_dim)
 
 
+def test_cell_conv_motion_reads_what_moved_at_its_own_size_and_nothing_that_stands_still() -> None:
+    """A hole in the wall 50 scales deep, the ball (2 scales) moving in front of it: stacked grids hold the move
+    as a small difference of large numbers, the motion channels hold the move alone."""
+    space = spaces.Box(-np.inf, np.inf, (3 * 25,), np.float32)
+    layout = {"start": 0, "cells": 5, "size": 25, "signed": True}
+    extractor = CellConvFeatures(space, layout, stack=3, widths=(4,), features_dim=8, motion=True)
+    assert extractor.cnn[0].in_channels == 3 + 2
+    grids = np.zeros((1, 3, 5, 5), np.float32)
+    grids[:, :, 1, :] = -50.0          # a row of holes, in every frame
+    grids[0, 0, 1, 1] += 2.0           # the ball in front of it, moving right one cell per frame
+    grids[0, 1, 1, 2] += 2.0
+    grids[0, 2, 1, 3] += 2.0
+    seen = {}
+    extractor.cnn[0].register_forward_hook(lambda module, inputs, output: seen.update(input=inputs[0]))
+    extractor(torch.as_tensor(grids.reshape(1, -1)))
+    motion = seen["input"][0, 3:]
+    expected = np.zeros((2, 5, 5), np.float32)
+    expected[0, 1, 1], expected[0, 1, 2] = -2.0, 2.0
+    expected[1, 1, 2], expected[1, 1, 3] = -2.0, 2.0
+    torch.testing.assert_close(motion, torch.as_tensor(expected))  # the holes cancel, the ball is all there is
+    torch.testing.assert_close(seen["input"][0, :3], torch.as_tensor(grids[0]))  # the grids as they were
+    still = np.repeat(grids[:, :1], 3, axis=1)
+    extractor(torch.as_tensor(still.reshape(1, -1)))
+    assert seen["input"][0, 3:].abs().max() == 0
+    plain = CellConvFeatures(space, layout, stack=3, widths=(4,), features_dim=8)
+    assert plain.cnn[0].in_channels == 3
+    with pytest.raises(ValueError, match="needs a stack of 2 or more latents, got stack=1"):
+        CellConvFeatures(spaces.Box(-np.inf, np.inf, (25,), np.float32), layout, stack=1, motion=True)
+
+
+def test_cell_conv_motion_is_an_option_of_the_cell_reading(runs: Path, tmp_path: Path) -> None:
+    moving = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path)),
+                             "encoder.cell_conv_motion": True})
+    kwargs = run_observations(moving, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
+    assert kwargs["motion"] is True
+    trained = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "encoder.cell_conv": True,
+                              "encoder.path": str(cells_encoder(tmp_path, foreground_sums=False)),
+                              "encoder.cell_conv_motion": True})
+    train_agent(trained)
+    extractor = load_agent(trained.output_dir, device="cpu", n_envs=1).model.policy.features_extractor
+    assert extractor.motion and extractor.cnn[0].in_channels == 4 + 3  # reloaded as it was trained
+    plain = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path))})
+    assert run_observations(plain, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]["motion"] is False
+    for changes in ({"encoder.path": str(save_encoder(tmp_path / "sums.safetensors", FAKE, **SUMS))},  # no cells
+                    {"encoder.path": str(cells_encoder(tmp_path)), "encoder.shared_layers": [32]}):  # MLP reading
+        unread = config(runs, **{"encoder.cell_conv_motion": True, **changes})
+        with pytest.raises(ConfigError, match="cell convolutions, which do not read these latents"):
+            run_observations(unread, torch.device("cpu"))
+    for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_motion": True},
+                              "encoder.cell_conv_motion shape the cell convolutions: set encoder.cell_conv=auto"),
+                             ({"encoder.cell_conv_motion": True, "encoder.stack": 1},
+                              "set encoder.stack to 2 or more (got 1), or encoder.cell_conv_motion=false")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(runs, **changes)
+
+
 def cells_encoder(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "cells.safetensors"
     spec = preprocess_spec(from_dict(EnvConfig, FAKE), make_env(from_dict(EnvConfig, FAKE)))

@@ -99,6 +99,8 @@ class EncoderOptions:
     """Filters of ``cell_conv``'s 3 x 3 convolutions: the first keeps the grid's size, each further one halves it."""
     cell_conv_features: int = CELL_CONV_FEATURES
     """Width of the ReLU layer that joins ``cell_conv``'s convolutions and the other numbers."""
+    cell_conv_motion: bool = False
+    """``cell_conv`` also reads each stacked grid's change from the one before, as channels of their own."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -157,9 +159,13 @@ class EncoderOptions:
                               f"encoder.cell_conv_features a positive width, got {self.cell_conv_widths} and "
                               f"{self.cell_conv_features}")
         if self.cell_conv is False and (self.cell_conv_widths != list(CELL_CONV_WIDTHS)
-                                        or self.cell_conv_features != CELL_CONV_FEATURES):
-            raise ConfigError("encoder.cell_conv_widths and encoder.cell_conv_features shape the cell convolutions: "
-                              "set encoder.cell_conv=auto or true, or leave them at their defaults")
+                                        or self.cell_conv_features != CELL_CONV_FEATURES or self.cell_conv_motion):
+            raise ConfigError("encoder.cell_conv_widths, encoder.cell_conv_features and encoder.cell_conv_motion "
+                              "shape the cell convolutions: set encoder.cell_conv=auto or true, or leave them at "
+                              "their defaults")
+        if self.cell_conv_motion and self.stack < 2:
+            raise ConfigError(f"encoder.cell_conv_motion reads each stacked grid's change from the one before: set "
+                              f"encoder.stack to 2 or more (got {self.stack}), or encoder.cell_conv_motion=false")
         for reader, off in (("cell_conv", "auto or false"), ("projection_conv", "false")):
             if getattr(self, reader) is True and (other := self.other_reading(reader)) is not None:
                 raise ConfigError(f"encoder.{reader}=true reads frozen, stacked mean latents and standardises them "

@@ -498,6 +498,10 @@ class CellConvFeatures(BaseFeaturesExtractor):
         stack: latents per observation.
         features_dim: width of the joining layer (NatureCNN's is 512).
         widths: filters of each 3 x 3 convolution; the first keeps the grid's size, each further one halves it.
+        motion: also read each grid's change from the one before (``stack - 1`` more channels, same scale). The
+            stack holds that change already, but as a small difference of large numbers where the ball passes a
+            hole in the wall (late-game holes are ten times the ball's few pixels); as its own channels, what
+            moved stands out at its own size and what stands still is zero.
     """
 
     kernel = 3
@@ -506,16 +510,20 @@ class CellConvFeatures(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int,
                  features_dim: int = CELL_CONV_FEATURES, widths: Sequence[int] = CELL_CONV_WIDTHS, floor: float = 0.1,
-                 clip: float = 5.0) -> None:
+                 clip: float = 5.0, motion: bool = False) -> None:
         self.layout = CellLayout(**layout)
         self.stack = int(stack)
+        self.motion = bool(motion)
         _check_stacked(self, observation_space, self.stack, self.layout.size)
+        if self.motion and self.stack < 2:
+            raise ValueError("CellConvFeatures(motion=True) reads each grid's change from the one before: it needs "
+                             f"a stack of 2 or more latents, got stack={self.stack}")
         if not widths or min(widths) < 1 or features_dim < 1:
             raise ValueError(f"CellConvFeatures needs positive filter counts and features_dim, got widths={list(widths)} "
                              f"and features_dim={features_dim}")
         super().__init__(observation_space, features_dim=features_dim)
         layers: list[nn.Module] = []
-        inputs, side = self.stack, self.layout.cells
+        inputs, side = (2 * self.stack - 1 if self.motion else self.stack), self.layout.cells
         for index, width in enumerate(widths):
             stride = 1 if index == 0 else 2
             layers += [nn.Conv2d(inputs, int(width), self.kernel, stride, padding=self.kernel // 2), nn.ReLU()]
@@ -546,6 +554,8 @@ class CellConvFeatures(BaseFeaturesExtractor):
         signal = cells / self.cell_scale
         if not self.layout.signed:
             signal = signal.clamp(-self.cell_clip, self.cell_clip)
+        if self.motion:
+            signal = torch.cat([signal, signal[:, 1:] - signal[:, :-1]], dim=1)
         rest = ((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)
         return self.join(torch.cat([self.cnn(signal), rest], dim=1))
 

@@ -100,7 +100,7 @@ class LatentObservations(Observations):
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`), their grid of cells by 2-D convolutions with
     ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`, ``cell_conv_widths`` filters and a
-    ``cell_conv_features``-unit join)."""
+    ``cell_conv_features``-unit join, with each grid's change as channels too where ``cell_conv_motion``)."""
 
     encoder: Encoder
     mode: str = "mean"
@@ -116,10 +116,15 @@ class LatentObservations(Observations):
     cell_conv: bool = False
     cell_conv_widths: tuple[int, ...] = CELL_CONV_WIDTHS
     cell_conv_features: int = CELL_CONV_FEATURES
+    cell_conv_motion: bool = False
 
     threads: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
+        if self.cell_conv_motion and not self.cell_conv:
+            raise ConfigError("encoder.cell_conv_motion is an option of the cell convolutions, which do not read "
+                              f"these latents ({self.encoder.model.describe_latent()}; another reading asked for, or "
+                              "encoder.cell_conv=false): set encoder.cell_conv_motion=false")
         if self.cell_conv and self.encoder.model.cells() is None:
             raise ConfigError(f"encoder.cell_conv reads a grid of foreground cells, but {self.encoder.kind} latents "
                               f"are {self.encoder.model.describe_latent()}: set encoder.cell_conv=false, or pretrain "
@@ -148,7 +153,8 @@ class LatentObservations(Observations):
             return {"features_extractor_class": CellConvFeatures, "net_arch": [],  # linear heads, as on pixels
                     "features_extractor_kwargs": {"layout": cells._asdict(), "stack": self.stack,
                                                   "widths": list(self.cell_conv_widths),
-                                                  "features_dim": self.cell_conv_features}}
+                                                  "features_dim": self.cell_conv_features,
+                                                  "motion": self.cell_conv_motion}}
         if self.projection_conv:
             layout = self.encoder.model.projections()
             assert layout is not None
@@ -284,7 +290,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
                               shared_layers=tuple(options.shared_layers), projection_conv=options.projection_conv,
                               cell_conv=options.reads_cells(encoder.model.cells() is not None),
                               cell_conv_widths=tuple(options.cell_conv_widths),
-                              cell_conv_features=options.cell_conv_features)
+                              cell_conv_features=options.cell_conv_features,
+                              cell_conv_motion=options.cell_conv_motion)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:
