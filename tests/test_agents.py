@@ -1162,6 +1162,15 @@ def test_cell_conv_motion_reads_what_moved_at_its_own_size_and_nothing_that_stan
     still = np.repeat(grids[:, :1], 3, axis=1)
     extractor(torch.as_tensor(still.reshape(1, -1)))
     assert seen["input"][0, 3:].abs().max() == 0
+    extractor.cell_scale.fill_(2.0)  # the changes are scaled as the grids are
+    extractor(torch.as_tensor(grids.reshape(1, -1)))
+    torch.testing.assert_close(seen["input"][0, 3:], torch.as_tensor(expected) / 2)
+    # distance cells are clipped at cell_clip, their changes taken before: a saturated cell still shows the ball
+    distance = CellConvFeatures(space, {**layout, "signed": False}, stack=3, widths=(4,), features_dim=8, motion=True)
+    distance.cnn[0].register_forward_hook(lambda module, inputs, output: seen.update(input=inputs[0]))
+    distance(torch.as_tensor(np.abs(grids).reshape(1, -1)))
+    assert seen["input"][0, :3].abs().max() == distance.cell_clip
+    assert seen["input"][0, 3, 1, 1] == pytest.approx(2.0) and seen["input"][0, 3, 1, 2] == pytest.approx(-2.0)
     plain = CellConvFeatures(space, layout, stack=3, widths=(4,), features_dim=8)
     assert plain.cnn[0].in_channels == 3
     with pytest.raises(ValueError, match="needs a stack of 2 or more latents, got stack=1"):
@@ -1181,13 +1190,17 @@ def test_cell_conv_motion_is_an_option_of_the_cell_reading(runs: Path, tmp_path:
     assert extractor.motion and extractor.cnn[0].in_channels == 4 + 3  # reloaded as it was trained
     plain = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path))})
     assert run_observations(plain, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]["motion"] is False
-    for changes in ({"encoder.path": str(save_encoder(tmp_path / "sums.safetensors", FAKE, **SUMS))},  # no cells
-                    {"encoder.path": str(cells_encoder(tmp_path)), "encoder.shared_layers": [32]}):  # MLP reading
-        unread = config(runs, **{"encoder.cell_conv_motion": True, **changes})
-        with pytest.raises(ConfigError, match="cell convolutions, which do not read these latents"):
-            run_observations(unread, torch.device("cpu"))
+    sums = config(runs, **{"encoder.cell_conv_motion": True,
+                           "encoder.path": str(save_encoder(tmp_path / "sums.safetensors", FAKE, **SUMS))})
+    with pytest.raises(ConfigError, match=r"cell_conv_motion reads the changes of a grid of foreground cells, but vae "
+                                          r"latents are .*: set encoder.cell_conv_motion=false, or pretrain with"):
+        run_observations(sums, torch.device("cpu"))
     for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_motion": True},
                               "encoder.cell_conv_motion shape the cell convolutions: set encoder.cell_conv=auto"),
+                             ({"encoder.cell_conv_motion": True, "encoder.shared_layers": [32]},
+                              "encoder.shared_layers=[32] asks for another reading: leave encoder.shared_layers at its"),
+                             ({"encoder.cell_conv_motion": True, "encoder.finetune": True},
+                              "encoder.finetune=True asks for another reading"),
                              ({"encoder.cell_conv_motion": True, "encoder.stack": 1},
                               "set encoder.stack to 2 or more (got 1), or encoder.cell_conv_motion=false")):
         with pytest.raises(ConfigError, match=re.escape(message)):

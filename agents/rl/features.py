@@ -552,10 +552,10 @@ class CellConvFeatures(BaseFeaturesExtractor):
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         unordered, cells = self._split(observations)
         signal = cells / self.cell_scale
+        if self.motion:  # changes of the unclipped grids: a saturated cell still shows what moved in it
+            signal = torch.cat([signal, signal[:, 1:] - signal[:, :-1]], dim=1)
         if not self.layout.signed:
             signal = signal.clamp(-self.cell_clip, self.cell_clip)
-        if self.motion:
-            signal = torch.cat([signal, signal[:, 1:] - signal[:, :-1]], dim=1)
         rest = ((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)
         return self.join(torch.cat([self.cnn(signal), rest], dim=1))
 

@@ -121,10 +121,10 @@ class LatentObservations(Observations):
     threads: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if self.cell_conv_motion and not self.cell_conv:
-            raise ConfigError("encoder.cell_conv_motion is an option of the cell convolutions, which do not read "
-                              f"these latents ({self.encoder.model.describe_latent()}; another reading asked for, or "
-                              "encoder.cell_conv=false): set encoder.cell_conv_motion=false")
+        if self.cell_conv_motion and self.encoder.model.cells() is None:
+            raise ConfigError(f"encoder.cell_conv_motion reads the changes of a grid of foreground cells, but "
+                              f"{self.encoder.kind} latents are {self.encoder.model.describe_latent()}: set "
+                              "encoder.cell_conv_motion=false, or pretrain with model.foreground_cells=14")
         if self.cell_conv and self.encoder.model.cells() is None:
             raise ConfigError(f"encoder.cell_conv reads a grid of foreground cells, but {self.encoder.kind} latents "
                               f"are {self.encoder.model.describe_latent()}: set encoder.cell_conv=false, or pretrain "
