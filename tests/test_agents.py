@@ -1171,29 +1171,21 @@ def test_cell_conv_motion_reads_what_moved_at_its_own_size_and_nothing_that_stan
     distance(torch.as_tensor(np.abs(grids).reshape(1, -1)))
     assert seen["input"][0, :3].abs().max() == distance.cell_clip
     assert seen["input"][0, 3, 1, 1] == pytest.approx(2.0) and seen["input"][0, 3, 1, 2] == pytest.approx(-2.0)
-    plain = CellConvFeatures(space, layout, stack=3, widths=(4,), features_dim=8)
-    assert plain.cnn[0].in_channels == 3
     with pytest.raises(ValueError, match="needs a stack of 2 or more latents, got stack=1"):
         CellConvFeatures(spaces.Box(-np.inf, np.inf, (25,), np.float32), layout, stack=1, motion=True)
 
 
 def test_cell_conv_motion_is_an_option_of_the_cell_reading(runs: Path, tmp_path: Path) -> None:
-    moving = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path)),
-                             "encoder.cell_conv_motion": True})
-    kwargs = run_observations(moving, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]
-    assert kwargs["motion"] is True
     trained = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64, "encoder.cell_conv": True,
                               "encoder.path": str(cells_encoder(tmp_path, foreground_sums=False)),
                               "encoder.cell_conv_motion": True})
     train_agent(trained)
     extractor = load_agent(trained.output_dir, device="cpu", n_envs=1).model.policy.features_extractor
     assert extractor.motion and extractor.cnn[0].in_channels == 4 + 3  # reloaded as it was trained
-    plain = config(runs, **{"encoder.cell_conv": True, "encoder.path": str(cells_encoder(tmp_path))})
-    assert run_observations(plain, torch.device("cpu")).policy_kwargs()["features_extractor_kwargs"]["motion"] is False
     sums = config(runs, **{"encoder.cell_conv_motion": True,
                            "encoder.path": str(save_encoder(tmp_path / "sums.safetensors", FAKE, **SUMS))})
-    with pytest.raises(ConfigError, match=r"cell_conv_motion reads the changes of a grid of foreground cells, but vae "
-                                          r"latents are .*: set encoder.cell_conv_motion=false, or pretrain with"):
+    with pytest.raises(ConfigError, match=r"encoder.cell_conv_motion reads a grid of foreground cells, but vae latents "
+                                          r"are .*: set encoder.cell_conv_motion=false, or pretrain with"):
         run_observations(sums, torch.device("cpu"))
     for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_motion": True},
                               "encoder.cell_conv_motion shape the cell convolutions: set encoder.cell_conv=auto"),

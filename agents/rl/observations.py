@@ -121,14 +121,11 @@ class LatentObservations(Observations):
     threads: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if self.cell_conv_motion and self.encoder.model.cells() is None:
-            raise ConfigError(f"encoder.cell_conv_motion reads the changes of a grid of foreground cells, but "
-                              f"{self.encoder.kind} latents are {self.encoder.model.describe_latent()}: set "
-                              "encoder.cell_conv_motion=false, or pretrain with model.foreground_cells=14")
-        if self.cell_conv and self.encoder.model.cells() is None:
-            raise ConfigError(f"encoder.cell_conv reads a grid of foreground cells, but {self.encoder.kind} latents "
-                              f"are {self.encoder.model.describe_latent()}: set encoder.cell_conv=false, or pretrain "
-                              "with model.foreground_cells=14")
+        for name, value in (("cell_conv", self.cell_conv), ("cell_conv_motion", self.cell_conv_motion)):
+            if value and self.encoder.model.cells() is None:
+                raise ConfigError(f"encoder.{name} reads a grid of foreground cells, but {self.encoder.kind} latents "
+                                  f"are {self.encoder.model.describe_latent()}: set encoder.{name}=false, or pretrain "
+                                  "with model.foreground_cells=14")
         if self.encoder.model.projections() is not None:
             return
         for name, value in [*self._projection_options().items(), ("projection_conv", self.projection_conv)]:
