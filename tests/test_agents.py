@@ -1407,6 +1407,43 @@ def test_encoder_is_looked_up_under_vaerl_runs(tmp_path: Path, monkeypatch: pyte
     assert parsed.pretrained_encoder_path() == tmp_path / "elsewhere/pretrain/Breakout/vae/seed0/encoder.safetensors"
 
 
+def test_a_list_of_encoder_seeds_takes_the_run_whose_gaussian_part_carries_the_most(tmp_path: Path) -> None:
+    def pretrain_run(seed: int, val: dict[str, float] | None) -> Path:
+        run_dir = tmp_path / "pretrain" / "Breakout" / "vae" / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "train_state.pt").write_bytes(b"")
+        if val is not None:
+            (run_dir / "metrics.json").write_text(json.dumps({"completed": True, "val": val}))
+        return run_dir
+
+    for seed, kl in ((0, 9.4), (1, 4.4), (2, 9.6), (6, 9.6)):
+        pretrain_run(seed, {"kl": kl, "loss": 1600.0})
+
+    def lookup(seeds: str) -> Path:
+        with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+            cfg = compose("train_agent", overrides=[f"paths.runs={tmp_path}", f"encoder.seed={seeds}",
+                                                    f"run_dir={tmp_path}/run"])
+        return parse_config(TrainAgentConfig, OmegaConf.to_container(cfg, resolve=True)).pretrained_encoder_path()
+
+    assert lookup("[1,2,0]") == tmp_path / "pretrain/Breakout/vae/seed2/encoder.safetensors"
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train_agent", overrides=[f"paths.runs={tmp_path}", "encoder.seed=[1,2,0]", f"run_dir={tmp_path}/r"])
+    chosen = parse_config(TrainAgentConfig, OmegaConf.to_container(cfg, resolve=True)).with_encoder_chosen().encoder
+    assert (chosen.seed, chosen.path) == (2, str(tmp_path / "pretrain/Breakout/vae/seed2/encoder.safetensors"))
+    assert lookup("[0,1]") == tmp_path / "pretrain/Breakout/vae/seed0/encoder.safetensors"
+    assert lookup("[6,2]") == tmp_path / "pretrain/Breakout/vae/seed6/encoder.safetensors"  # a tie: the first listed
+    assert lookup("[2,6]") == tmp_path / "pretrain/Breakout/vae/seed2/encoder.safetensors"
+    assert lookup("1") == tmp_path / "pretrain/Breakout/vae/seed1/encoder.safetensors"  # one seed: no choice
+    pretrain_run(3, None)  # interrupted: no metrics.json yet
+    with pytest.raises(ConfigError, match=r"seed3 has not finished: run `python scripts/pretrain_vae.py` with that run's env, model and seed .* or leave its seed out"):
+        lookup("[0,3]")
+    with pytest.raises(ConfigError, match=r"seed4 does not exist"):
+        lookup("[0,4]")
+    pretrain_run(5, {"loss": 10.0})  # a VQ-VAE run: no KL
+    with pytest.raises(ConfigError, match="reports no validation KL"):
+        lookup("[0,5]")
+
+
 @pytest.mark.parametrize("agent", ["ppo", "a2c", "dqn", "sac", "td3"])
 def test_every_agent_config_composes_into_sb3_arguments(agent: str, tmp_path: Path) -> None:
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):

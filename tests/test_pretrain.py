@@ -119,6 +119,26 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 6
 
 
+def test_a_finished_run_trained_further_drops_its_old_figures_until_it_finishes_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its ``metrics.json`` describes the encoder it had: while training goes on, the run is unfinished, so nothing
+    (an agent choosing among runs by their KL, ``unfinished_run``) reads the figures of an encoder that is gone."""
+    pretrain_module = importlib.import_module("vaerl.training.pretrain")
+    pretrain(tiny_config(tmp_path, steps=3))
+    metrics = tmp_path / "run" / "metrics.json"
+    seen = []
+    train_loop = pretrain_module.train_loop
+
+    def watched(run):
+        seen.append((metrics.exists(), pretrain_module.unfinished_run(run.run_dir)))
+        return train_loop(run)
+
+    monkeypatch.setattr(pretrain_module, "train_loop", watched)
+    extended = pretrain(tiny_config(tmp_path, steps=6))
+    assert seen == [(False, True)]
+    assert extended["steps"] == 6 and json.loads(metrics.read_text())["steps"] == 6
+
+
 def test_a_train_state_without_its_training_time_resumes_and_says_so(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     pretrain(tiny_config(tmp_path, steps=3))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agents.rl.features import CELL_CONV_FEATURES, CELL_CONV_WIDTHS, PROJECTION_SCALES
+from vaerl.checkpoint import CHECKPOINT_FILE
 from vaerl.encoder import MODES
 from vaerl.envs.make import EnvConfig
 from vaerl.errors import ConfigError
-from vaerl.paths import DATA_ROOT, RUNS_ROOT, agent_run_dir, pretrained_encoder_path
+from vaerl.paths import DATA_ROOT, RUNS_ROOT, agent_run_dir, pretrain_run_dir, pretrained_encoder_path
+from vaerl.training.pretrain import most_informative_run
 from vaerl.wrappers import STACK_MODES
 
 
@@ -51,8 +54,10 @@ class EncoderOptions:
     """Encoder checkpoint (file or pretraining run dir); ``None``: the one ``scripts/pretrain_vae.py`` wrote."""
     model: str = "vae"
     """Model kind of the pretraining run to look up when ``path`` is ``None``."""
-    seed: int = 0
-    """Seed of the pretraining run to look up when ``path`` is ``None``."""
+    seed: int | list[int] = 0
+    """Seed of the pretraining run to look up when ``path`` is ``None``; a list of seeds (``encoder.seed=[0,1,2]``, runs
+    of ``pretrain_vae.py -m seed=0,1,2``) takes the one whose Gaussian part carries the most information (validation
+    KL, :func:`vaerl.training.pretrain.most_informative_run`)."""
     mode: str = "mean"
     """Latent fed to the agent: mean | sample (VAE) | indices (VQ-VAE codes)."""
     stack: int = 4
@@ -256,4 +261,19 @@ class TrainAgentConfig:
         """Where ``scripts/pretrain_vae.py env=<env.name> model=<encoder.model> seed=<encoder.seed>`` puts it."""
         if self.encoder.path:
             return Path(self.encoder.path)
+        if isinstance(self.encoder.seed, list):
+            return self.with_encoder_chosen().pretrained_encoder_path()
         return pretrained_encoder_path(self.paths.runs, self.env.name, self.encoder.model, self.encoder.seed)
+
+    def with_encoder_chosen(self) -> TrainAgentConfig:
+        """This config with ``encoder.seed``'s list of pretraining runs resolved to the chosen one (its path and its
+        seed): a run chooses once, uses that encoder throughout and says in its ``config.json`` which it took."""
+        seeds = self.encoder.seed
+        if self.encoder.path or not isinstance(seeds, list):
+            return self
+        if not all(isinstance(seed, int) for seed in seeds):
+            raise ConfigError(f"encoder.seed takes a seed or a list of seeds (integers), got {seeds}")
+        runs = {pretrain_run_dir(self.paths.runs, self.env.name, self.encoder.model, seed): seed for seed in seeds}
+        chosen = most_informative_run(list(runs))
+        encoder = dataclasses.replace(self.encoder, path=str(chosen / CHECKPOINT_FILE), seed=runs[chosen])
+        return dataclasses.replace(self, encoder=encoder)

@@ -251,6 +251,8 @@ def _student(cfg: DistillConfig, teacher: LoadedAgent, device: torch.device) -> 
     latent = cfg.student == "latent"
     student_cfg = dataclasses.replace(teacher.config, latent=latent, seed=cfg.seed, run_dir=str(cfg.output_dir),
                                       overwrite=cfg.overwrite, **({"encoder": cfg.encoder} if latent else {}))
+    if latent:  # among several pretraining runs: choose once, for the student's whole distillation
+        student_cfg = student_cfg.with_encoder_chosen()
     observations = run_observations(student_cfg, device)  # fails on an encoder that does not fit the env
     assert isinstance(observations, LatentObservations if latent else PixelObservations)
     return observations, student_cfg

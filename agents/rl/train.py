@@ -91,6 +91,8 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
         # a resumed run keeps the encoder it started with
         own = str(run_dir / CHECKPOINT_FILE)
         cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, path=own))
+    if cfg.latent:  # among several pretraining runs: choose once, and write the choice into config.json
+        cfg = cfg.with_encoder_chosen()
     if resume and cfg.eval.deterministic is None:
         cfg = dataclasses.replace(cfg, eval=_saved_evaluation(run_dir, cfg.eval))
     source = _start_model(run_dir, start)

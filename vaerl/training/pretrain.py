@@ -133,6 +133,9 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
         distributed.close()
         return json.loads((run_dir / METRICS).read_text())
 
+    if run.start_step > 0 and run.is_writer:  # a finished run trained further: its figures are of an older encoder
+        (run_dir / METRICS).unlink(missing_ok=True)
+
     # train, then validate and write the outputs
     run.foreground = foreground_of(run)
     if run.start_step == 0:  # a resumed model already holds its background in its weights
@@ -217,6 +220,34 @@ def unfinished_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a pretraining run that has not finished (interrupted, or running now): its
     ``encoder.safetensors`` is an intermediate checkpoint."""
     return (run_dir / TRAIN_STATE).exists() and not (run_dir / METRICS).exists()
+
+
+def most_informative_run(run_dirs: list[Path]) -> Path:
+    """Of finished VAE pretraining runs, the one whose Gaussian part carries the most information about its frames:
+    the highest validation KL (``val.kl`` in ``metrics.json``), the first on a tie.
+
+    Why: on Breakout, encoder draws that differ only in their seed give agents training returns from 13 to 24, and
+    the draws with the most KL were the good ones (BENCHMARKS.md, good and bad encoder draws); a draw whose Gaussian
+    part collapsed to a few dimensions leaves the agent the cells alone.
+    """
+    if not run_dirs:
+        raise ConfigError("choosing among pretraining runs needs at least one run")
+    kls: dict[Path, float] = {}
+    for run_dir in run_dirs:
+        metrics = run_dir / METRICS
+        if not metrics.exists():
+            state = "has not finished" if (run_dir / TRAIN_STATE).exists() else "does not exist"
+            raise ConfigError(f"pretraining run {run_dir} {state}: run `python scripts/pretrain_vae.py` with that run's"
+                              " env, model and seed (to the end), or leave its seed out of the ones to choose from")
+        kl = json.loads(metrics.read_text()).get("val", {}).get("kl")
+        if not isinstance(kl, (int, float)):
+            raise ConfigError(f"pretraining run {run_dir} reports no validation KL (only VAE runs do): choose among "
+                              "VAE runs, or name one encoder")
+        kls[run_dir] = float(kl)
+    best = max(run_dirs, key=lambda run_dir: kls[run_dir])
+    log.info("of %d pretraining runs, %s has the most informative Gaussian part (validation KL, nats: %s)",
+             len(run_dirs), best, ", ".join(f"{run_dir.name} {kl:.2f}" for run_dir, kl in kls.items()))
+    return best
 
 
 def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
