@@ -236,7 +236,7 @@ def most_informative_run(run_dirs: list[Path]) -> Path:
     for run_dir in run_dirs:
         metrics = run_dir / METRICS
         if not metrics.exists():
-            state = "has not finished" if (run_dir / TRAIN_STATE).exists() else "does not exist"
+            state = "has not finished" if unfinished_run(run_dir) else "does not exist"
             raise ConfigError(f"pretraining run {run_dir} {state}: run `python scripts/pretrain_vae.py` with that run's"
                               " env, model and seed (to the end), or leave its seed out of the ones to choose from")
         kl = json.loads(metrics.read_text()).get("val", {}).get("kl")
