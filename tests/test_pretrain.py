@@ -139,6 +139,40 @@ def test_a_finished_run_trained_further_drops_its_old_figures_until_it_finishes_
     assert extended["steps"] == 6 and json.loads(metrics.read_text())["steps"] == 6
 
 
+def test_runs_are_chosen_by_kl_only_among_draws_of_one_recipe(tmp_path: Path) -> None:
+    """``metrics.json`` records what shaped the run besides its seed; a run trained longer, or with another beta,
+    is refused by name, since more KL there says nothing about the draw."""
+    from dataclasses import replace
+
+    from vaerl.training.pretrain import most_informative_run
+
+    def run(name: str, seed: int, steps: int = 3, **model) -> Path:
+        cfg = tiny_config(tmp_path, steps=steps)
+        pretrain(replace(cfg, seed=seed, model={**cfg.model, **model}, run_dir=str(tmp_path / name)))
+        return tmp_path / name
+
+    first, second = run("seed0", 0), run("seed1", 1)
+    recipe = json.loads((first / "metrics.json").read_text())["recipe"]
+    assert recipe["train"] == {"steps": 3, "batch_size": 8, "lr": 1e-3, "grad_clip": 10.0}
+    assert recipe["model"]["beta"] == 1.0 and recipe["data"]["frames"] == 300 and recipe["weighting"]["kind"] == "background"
+    assert recipe["data"]["source"]["id"] == tiny_config(tmp_path).env.id  # the env the frames came from
+    assert most_informative_run([first, second]) in (first, second)
+    longer = run("seed2", 2, steps=6)
+    with pytest.raises(ConfigError, match=r"seed2 and .*seed0 differ in more than their seed "
+                                          r"\(train.steps=6 against train.steps=3\); validation KL ranks only draws"):
+        most_informative_run([first, longer])
+    lighter = run("seed3", 3, beta=0.1)
+    with pytest.raises(ConfigError, match=r"model.beta=0.1 against model.beta=1.0"):
+        most_informative_run([first, second, lighter])
+    older = json.loads((first / "metrics.json").read_text())
+    del older["recipe"]  # as a vaerl that did not record it wrote it: its steps and frames are still compared
+    (tmp_path / "seed4").mkdir()
+    (tmp_path / "seed4" / "metrics.json").write_text(json.dumps(older))
+    assert most_informative_run([tmp_path / "seed4", second]) in (tmp_path / "seed4", second)
+    with pytest.raises(ConfigError, match=r"train.steps=6 against train.steps=3"):
+        most_informative_run([tmp_path / "seed4", longer])
+
+
 def test_a_train_state_without_its_training_time_resumes_and_says_so(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     pretrain(tiny_config(tmp_path, steps=3))

@@ -228,26 +228,75 @@ def most_informative_run(run_dirs: list[Path]) -> Path:
 
     Why: on Breakout, encoder draws that differ only in their seed give agents training returns from 13 to 24, and
     the draws with the most KL were the good ones (BENCHMARKS.md, good and bad encoder draws); a draw whose Gaussian
-    part collapsed to a few dimensions leaves the agent the cells alone.
+    part collapsed to a few dimensions leaves the agent the cells alone. Runs pretrained with different settings
+    are refused (:func:`check_same_recipe`).
     """
     if not run_dirs:
         raise ConfigError("choosing among pretraining runs needs at least one run")
     kls: dict[Path, float] = {}
+    recipes: dict[Path, dict[str, Any]] = {}
     for run_dir in run_dirs:
-        metrics = run_dir / METRICS
-        if not metrics.exists():
+        path = run_dir / METRICS
+        if not path.exists():
             state = "has not finished" if unfinished_run(run_dir) else "does not exist"
             raise ConfigError(f"pretraining run {run_dir} {state}: run `python scripts/pretrain_vae.py` with that run's"
                               " env, model and seed (to the end), or leave its seed out of the ones to choose from")
-        kl = json.loads(metrics.read_text()).get("val", {}).get("kl")
+        metrics = json.loads(path.read_text())
+        kl = metrics.get("val", {}).get("kl")
         if not isinstance(kl, (int, float)):
             raise ConfigError(f"pretraining run {run_dir} reports no validation KL (only VAE runs do): choose among "
                               "VAE runs, or name one encoder")
         kls[run_dir] = float(kl)
+        recipes[run_dir] = written_recipe(metrics)
+    check_same_recipe(recipes)
     best = max(run_dirs, key=lambda run_dir: kls[run_dir])
     log.info("of %d pretraining runs, %s has the most informative Gaussian part (validation KL, nats: %s)",
              len(run_dirs), best, ", ".join(f"{run_dir.name} {kl:.2f}" for run_dir, kl in kls.items()))
     return best
+
+
+def pretraining_recipe(run: PretrainRun) -> dict[str, Any]:
+    """The settings that shape what a run learns, its seed aside (``recipe`` in ``metrics.json``): runs of one
+    recipe differ only by their draw. ``data.source`` is what the frames were collected with (env settings, and a
+    playing agent's digest), as the dataset records it."""
+    cfg, model = run.cfg, run.model
+    recipe = {"model": {"kind": model.kind, **model.config_dict()}, "weighting": asdict(cfg.weighting),
+              "train": {"steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+                        "grad_clip": cfg.train.grad_clip},
+              "data": {"frames": cfg.data.frames, "val_fraction": cfg.data.val_fraction,
+                       "source": run.dataset.meta.info.get("key")}}
+    return json.loads(json.dumps(recipe, default=str))
+
+
+def written_recipe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's recipe as dotted keys (``train.steps``); runs written before ``recipe`` was recorded give
+    the steps and frames their metrics hold."""
+    recipe = metrics.get("recipe") or {"train": {"steps": metrics.get("steps")},
+                                       "data": {"frames": metrics.get("dataset", {}).get("frames")}}
+
+    def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return flat
+
+    return {key: value for key, value in dotted(recipe).items() if value is not None}
+
+
+def check_same_recipe(recipes: dict[Path, dict[str, Any]]) -> None:
+    """Validation KL ranks draws of one recipe only: it grows with training (bad Breakout draws trained twice as
+    long reached as much as the good ones, and their agents still learned like the bad ones') and with a lighter
+    ``beta``, so runs that differ in anything but their seed are refused. Settings only some runs record are not
+    compared."""
+    (first, reference), *others = recipes.items()
+    for run_dir, recipe in others:
+        differing = sorted(key for key in reference.keys() & recipe.keys() if reference[key] != recipe[key])
+        if differing:
+            settings = "; ".join(f"{key}={recipe[key]} against {key}={reference[key]}" for key in differing)
+            raise ConfigError(f"pretraining runs {run_dir} and {first} differ in more than their seed ({settings}); "
+                              "validation KL ranks only draws pretrained alike. Pretrain every listed seed with the same "
+                              "settings (`python scripts/pretrain_vae.py` with those overrides and that seed), or take "
+                              "one encoder (encoder.seed=<one seed> or encoder.path=...)")
 
 
 def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
@@ -413,7 +462,7 @@ def finish(run: PretrainRun, throughput: dict[str, float]) -> dict[str, Any]:
         "device": str(run.device), "vaerl_version": vaerl.__version__, "val": val, **throughput,
         "dataset": {"path": str(dataset.path), "frames": len(dataset), "episodes": dataset.meta.num_episodes,
                     "val_frames": len(run.val_idx)},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in model.parameters()), "recipe": pretraining_recipe(run),
     }
     if run.is_writer:
         save_pictures(run)
