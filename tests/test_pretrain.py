@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from vaerl.envs import make_env
 from vaerl.errors import ConfigError, TrainingError
 from vaerl.stop import RunStopped
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
+from vaerl.training.pretrain import most_informative_run
 from vaerl.training.weighting import ForegroundWeighting
 
 
@@ -142,10 +144,6 @@ def test_a_finished_run_trained_further_drops_its_old_figures_until_it_finishes_
 def test_runs_are_chosen_by_kl_only_among_draws_of_one_recipe(tmp_path: Path) -> None:
     """``metrics.json`` records what shaped the run besides its seed; a run trained longer, or with another beta,
     is refused by name, since more KL there says nothing about the draw."""
-    from dataclasses import replace
-
-    from vaerl.training.pretrain import most_informative_run
-
     def run(name: str, seed: int, steps: int = 3, **model) -> Path:
         cfg = tiny_config(tmp_path, steps=steps)
         pretrain(replace(cfg, seed=seed, model={**cfg.model, **model}, run_dir=str(tmp_path / name)))

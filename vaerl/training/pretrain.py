@@ -229,8 +229,7 @@ def most_informative_run(run_dirs: list[Path]) -> Path:
     Why: on Breakout, encoder draws that differ only in their seed give agents training returns from 13 to 24; a
     draw whose Gaussian part collapsed to a few dimensions leaves the agent the cells alone, and over ten draws the
     KL pick of three averaged 19.4 against a random draw's 17.3 (BENCHMARKS.md), though KL does not call single
-    draws reliably. Runs pretrained with different settings
-    are refused (:func:`check_same_recipe`).
+    draws reliably. Runs pretrained with different settings are refused (:func:`check_same_recipe`).
     """
     if not run_dirs:
         raise ConfigError("choosing among pretraining runs needs at least one run")
@@ -260,8 +259,8 @@ def pretraining_recipe(run: PretrainRun) -> dict[str, Any]:
     """The settings that shape what a run learns, its seed aside (``recipe`` in ``metrics.json``): runs of one
     recipe differ only by their draw. ``data.source`` is what the frames were collected with (env settings, and a
     playing agent's digest), as the dataset records it."""
-    cfg, model = run.cfg, run.model
-    recipe = {"model": {"kind": model.kind, **model.config_dict()}, "weighting": asdict(cfg.weighting),
+    cfg = run.cfg
+    recipe = {"model": run.identity["model"], "weighting": asdict(cfg.weighting),
               "train": {"steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
                         "grad_clip": cfg.train.grad_clip},
               "data": {"frames": cfg.data.frames, "val_fraction": cfg.data.val_fraction,
