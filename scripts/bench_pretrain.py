@@ -123,13 +123,15 @@ def bench_training(kind: str, dataset: FrameDataset, indices: np.ndarray, batch_
     try:
         warmup = 5
         for step in range(warmup):
-            optimisation_step(model, optimizer, prepare(next(loader).frames, device, channels_last), weighting, step, 10.0)
+            x = prepare(next(loader).frames, device, channels_last)
+            optimisation_step(model, optimizer, x, weighting(x), step, 10.0)
         loader.wait_seconds = 0.0
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for step in range(steps):
-            out = optimisation_step(model, optimizer, prepare(next(loader).frames, device, channels_last), weighting, step, 10.0)
+            x = prepare(next(loader).frames, device, channels_last)
+            out = optimisation_step(model, optimizer, x, weighting(x), step, 10.0)
         out.loss.item()  # wait for the device
         elapsed = time.perf_counter() - start
     finally:

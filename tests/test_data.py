@@ -11,7 +11,8 @@ import pytest
 from vaerl.data import BatchLoader, FrameDataset, FrameDatasetWriter, ensure_dataset
 from vaerl.data.collect import dataset_name
 from vaerl.envs import make_env, preprocess_spec
-from vaerl.errors import DatasetError
+from vaerl.errors import ConfigError, DatasetError
+from vaerl.training.weighting import require_frame_order
 
 
 def write_dataset(path: Path, episodes: list[int], shard_size: int = 4) -> np.ndarray:
@@ -57,6 +58,35 @@ def test_stacked_frames_repeat_the_first_frame_of_an_episode(tmp_path: Path) -> 
     expected_sources = [[3, 3, 3], [3, 3, 4], [0, 1, 2]]  # oldest first, newest last
     for row, sources in zip(stacked, expected_sources):
         np.testing.assert_array_equal(row, np.concatenate([frames[s] for s in sources]))
+
+
+@pytest.mark.parametrize("frame_stack", [1, 2])
+def test_loader_hands_each_frame_the_one_before_it_in_its_episode(tmp_path: Path, frame_stack: int) -> None:
+    episodes = [0, 0, 0, 1, 1, 2]
+    frames = write_dataset(tmp_path / "d", episodes)  # every frame distinct, so a batch's frames name their index
+    dataset = FrameDataset(tmp_path / "d")
+    loader = BatchLoader(dataset, np.arange(6), batch_size=12, frame_stack=frame_stack, seed=0, previous=True)
+    try:
+        batch = next(loader)
+    finally:
+        loader.close()
+    assert batch.previous is not None and batch.previous.shape == batch.frames.shape == (12, 2 * frame_stack, 3, 3)
+    firsts = 0
+    for now, before in zip(batch.frames.numpy(), batch.previous.numpy()):
+        index = next(i for i in range(6) if (frames[i] == now[-2:]).all())
+        first = episodes.index(episodes[index])
+        firsts += index == first
+        np.testing.assert_array_equal(now, dataset.stacked_frames(np.array([index]), frame_stack)[0])
+        np.testing.assert_array_equal(before, dataset.stacked_frames(np.array([max(index - 1, first)]), frame_stack)[0])
+    assert 0 < firsts < 12  # an episode's first frame (its own previous one) and later ones were both drawn
+
+
+def test_motion_weighting_refuses_a_dataset_without_frame_order(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "single", [0, 1, 2, 3])
+    with pytest.raises(ConfigError, match="weighting=background"):
+        require_frame_order(FrameDataset(tmp_path / "single"))
+    write_dataset(tmp_path / "ordered", [0, 1, 1, 2])
+    require_frame_order(FrameDataset(tmp_path / "ordered"))
 
 
 def test_interrupted_write_is_never_loaded(tmp_path: Path) -> None:

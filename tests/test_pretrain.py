@@ -31,7 +31,7 @@ from vaerl.errors import ConfigError, TrainingError
 from vaerl.stop import RunStopped
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.training.pretrain import most_informative_run
-from vaerl.training.weighting import ForegroundWeighting
+from vaerl.training.weighting import ForegroundWeighting, motion_weights
 
 
 def tiny_config(tmp_path: Path, kind: str = "vae", steps: int = 6, **train) -> PretrainConfig:
@@ -296,6 +296,17 @@ def test_foreground_weighting_marks_moving_pixels() -> None:
     assert float(w[0, 1, 2, 3]) == 10.0 and float(w.sum()) == 10.0 + 31.0
 
 
+def test_motion_weighting_counts_a_moving_object_twice_and_where_it_was_once() -> None:
+    background = np.zeros((1, 4, 4), np.uint8)
+    foreground = ForegroundWeighting(background, weight=10.0, threshold=0.05, frame_stack=1, device=torch.device("cpu"))
+    previous, x = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    previous[0, 0, 0, 0] = x[0, 0, 0, 0] = 0.5  # a score that stands still
+    previous[0, 0, 2, 2], x[0, 0, 2, 3] = 1.0, 1.0  # the ball moved one pixel right
+    w = motion_weights(foreground(x), x, previous, weight=10.0, threshold=0.05)[0, 0]
+    assert float(w[2, 3]) == 19.0 and float(w[2, 2]) == 10.0 and float(w[0, 0]) == 10.0
+    assert float(w.sum()) == 19.0 + 10.0 + 10.0 + 13.0
+
+
 def run_script(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VAERL_RUNS": str(cwd / "runs"), "VAERL_DATA": str(cwd / "data")}
     return subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain_vae.py"), *overrides, "progress=false"],
@@ -428,3 +439,11 @@ def test_the_default_recipe_draws_a_moving_one_pixel_ball_that_an_unweighted_lik
     assert np.mean(distance <= 1) > 0.6, distance
     at_ball, _ = ball_reconstructions(tmp_path / "none", "none")
     assert np.mean(at_ball > 0.5) < 0.2, at_ball
+
+
+def test_motion_weighting_draws_the_moving_one_pixel_ball_too(tmp_path: Path, one_thread: None) -> None:
+    """``weighting=motion`` keeps the background weighting's foreground and weighs the ball's pixels twice: it draws
+    the ball where it is as the default recipe does."""
+    at_ball, distance = ball_reconstructions(tmp_path, "motion")
+    assert np.mean(at_ball > 0.5) > 0.6, at_ball
+    assert np.mean(distance <= 1) > 0.6, distance

@@ -20,11 +20,13 @@ from vaerl.errors import DatasetError
 
 
 class Batch(NamedTuple):
-    """One minibatch: uint8 frames ``(B, C*frame_stack, H, W)`` and, when asked for, the int64 actions ``(B / 2,)``
-    taken from the first half's frames (the anchors of a paired batch)."""
+    """One minibatch: uint8 frames ``(B, C*frame_stack, H, W)``; when asked for, the int64 actions ``(B / 2,)``
+    taken from the first half's frames (the anchors of a paired batch), and the frames one step earlier in their
+    episodes, shaped as ``frames`` (an episode's first frame is its own previous one)."""
 
     frames: torch.Tensor
     actions: torch.Tensor | None = None
+    previous: torch.Tensor | None = None
 
 
 class BatchLoader:
@@ -36,6 +38,7 @@ class BatchLoader:
     order (objectives over pairs of frames, :attr:`vaerl.models.FrameModel.pair_offset`). ``num_actions=n > 0``
     adds the action taken from each anchor (the dataset's ``action`` extra, checked once to lie in ``[0, n)``;
     objectives that read actions, :attr:`vaerl.models.FrameModel.num_actions`), which needs pairs one step apart.
+    ``previous=True`` adds each frame's predecessor in its episode (``weighting=motion``).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class BatchLoader:
         pin_memory: bool = False,
         pair_offset: int = 0,
         num_actions: int = 0,
+        previous: bool = False,
     ) -> None:
         if len(indices) == 0:
             raise ValueError("cannot draw batches from an empty index set")
@@ -59,6 +63,7 @@ class BatchLoader:
                              f"other), got pair_offset={pair_offset}")
         self.dataset, self.indices = dataset, np.asarray(indices)
         self.batch_size, self.frame_stack, self.pair_offset = batch_size, frame_stack, pair_offset
+        self.previous = previous
         self.action_of = stored_actions(dataset, num_actions) if num_actions else None
         if pair_offset:
             if batch_size % 2:
@@ -102,13 +107,20 @@ class BatchLoader:
     def _produce(self) -> None:
         while not self._stop.is_set():
             picks = self._draw()
-            frames = torch.from_numpy(self.dataset.stacked_frames(picks, self.frame_stack))
+            previous = None
+            if self.previous:  # one more frame of history: the stack before is the window one step back
+                window = torch.from_numpy(self.dataset.stacked_frames(picks, self.frame_stack + 1))
+                per_frame = window.shape[1] // (self.frame_stack + 1)
+                frames, previous = window[:, per_frame:], window[:, :-per_frame]
+            else:
+                frames = torch.from_numpy(self.dataset.stacked_frames(picks, self.frame_stack))
             actions = None
             if self.action_of is not None:  # the action taken from each anchor, the first half of the picks
                 actions = torch.from_numpy(self.action_of[picks[: len(picks) // 2]])
             if self.pin_memory:
                 frames = frames.pin_memory()
-            batch = Batch(frames, actions)
+                previous = previous.pin_memory() if previous is not None else None
+            batch = Batch(frames, actions, previous)
             while not self._stop.is_set():
                 try:
                     self._queue.put(batch, timeout=0.1)

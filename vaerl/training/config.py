@@ -28,19 +28,23 @@ class DataConfig:
     play, for states random play never reaches (:mod:`agents.rl.frames`; no ``ram``)."""
 
 
+WEIGHTINGS = ("background", "motion", "none")
+
+
 @dataclass
 class WeightingConfig:
     kind: str = "background"
-    """``background``: up-weight pixels that differ from the median frame; ``none``: plain likelihood. With
-    either, the other fields define the foreground pixels of the reported ``foreground_mse``."""
+    """``background``: up-weight pixels that differ from the median frame; ``motion``: those and, by as much again,
+    the pixels that changed since the previous frame of the episode; ``none``: plain likelihood. With any of them,
+    the other fields define the foreground pixels of the reported ``foreground_mse``."""
     weight: float = 20.0
     threshold: float = 0.05
     """Difference from the background (in [0, 1] intensity) above which a pixel counts as foreground."""
     background_frames: int = 2000
 
     def __post_init__(self) -> None:
-        if self.kind not in ("background", "none"):
-            raise ConfigError(f"weighting.kind must be 'background' or 'none', got {self.kind!r}")
+        if self.kind not in WEIGHTINGS:
+            raise ConfigError(f"weighting.kind must be one of {', '.join(map(repr, WEIGHTINGS))}, got {self.kind!r}")
 
 
 @dataclass

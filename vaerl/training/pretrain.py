@@ -46,7 +46,7 @@ from vaerl.runtime import configure_threads, seed_everything
 from vaerl.stop import RunStopped, StopRequest
 from vaerl.training.config import PretrainConfig
 from vaerl.training.distributed import Distributed, init_distributed
-from vaerl.training.weighting import ForegroundWeighting, median_frame
+from vaerl.training.weighting import ForegroundWeighting, median_frame, motion_weights, require_frame_order
 from vaerl.viz import save_foreground_parts, save_reconstructions, save_samples
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,16 @@ class PretrainRun:
         """Whether this process writes the run's files."""
         return self.distributed.is_main
 
-    @property
-    def loss_weighting(self) -> ForegroundWeighting | None:
-        """The pixel weights of the training loss: the foreground weights with ``weighting=background``."""
-        return self.foreground if self.cfg.weighting.kind == "background" else None
+    def loss_weights(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor | None:
+        """The pixel weights of the training loss on batch ``x`` (``previous``: its frames one step earlier, which
+        ``weighting=motion`` reads); None with ``weighting=none``."""
+        weighting = self.cfg.weighting
+        if weighting.kind == "none" or self.foreground is None:
+            return None
+        weights = self.foreground(x)
+        if weighting.kind == "motion":
+            weights = motion_weights(weights, x, previous, weighting.weight, weighting.threshold)
+        return weights
 
 
 def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> dict[str, Any]:
@@ -118,6 +124,8 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
         key=dataset_key(cfg, policy_frames), seed=cfg.seed, extras=cfg.data.extras, shard_size=cfg.data.shard_size,
         progress=cfg.progress, num_envs=cfg.data.num_envs, collector=policy_frames and policy_frames.collect,
     )  # under torchrun every process asks: the first collects, the others wait for it (a file lock)
+    if cfg.weighting.kind == "motion":
+        require_frame_order(dataset)
     train_idx, val_idx = dataset.split_by_episode(cfg.data.val_fraction, seed=cfg.seed)
 
     # model and optimiser, resumed from the run directory when it holds a train state
@@ -348,7 +356,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
     loader = BatchLoader(run.dataset, distributed.shard(run.train_idx),
                          distributed.local_batch_size(train.batch_size), frame_stack=run.spec.frame_stack,
                          seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda",
-                         pair_offset=model.pair_offset, num_actions=model.num_actions)
+                         pair_offset=model.pair_offset, num_actions=model.num_actions,
+                         previous=cfg.weighting.kind == "motion")
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
     writer = None
     if run.is_writer:  # a resumed run drops the scalars logged after its train state: it computes them again
@@ -362,7 +371,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
             for step in range(start_step + 1, train.steps + 1):
                 batch = next(loader)
                 x = prepare(batch.frames, run.device, train.channels_last)
-                out = optimisation_step(trainer, run.optimizer, x, run.loss_weighting, step, train.grad_clip,
+                previous = None if batch.previous is None else prepare(batch.previous, run.device, train.channels_last)
+                out = optimisation_step(trainer, run.optimizer, x, run.loss_weights(x, previous), step, train.grad_clip,
                                         paired=bool(model.pair_offset), actions=batch.actions)
                 loss = out.loss.item()
                 check_finite(loss, step, run.run_dir, train.lr)
@@ -400,16 +410,16 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
 
 
 def optimisation_step(model: FrameModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                      weighting: ForegroundWeighting | None, step: int, grad_clip: float,
+                      weights: torch.Tensor | None, step: int, grad_clip: float,
                       paired: bool = False, actions: torch.Tensor | None = None) -> LossOutput:
-    """One gradient step on batch ``x`` (``paired``: frames, then their partners; ``actions``: those taken from
-    the first half; see :attr:`vaerl.models.FrameModel.pair_offset` and ``num_actions``); a non-finite loss skips
-    the update (the caller stops the run)."""
+    """One gradient step on batch ``x`` with pixel ``weights`` (None: the plain likelihood; ``paired``: frames,
+    then their partners; ``actions``: those taken from the first half; see :attr:`vaerl.models.FrameModel.pair_offset`
+    and ``num_actions``); a non-finite loss skips the update (the caller stops the run)."""
     # ``paired`` and ``actions`` go only to models that ask for them: a family of frames alone need not know of them
     extra: dict[str, Any] = {"paired": True} if paired else {}
     if actions is not None:
         extra["actions"] = actions.to(x.device, non_blocking=True)
-    out = model.training_loss(x, weighting(x) if weighting else None, step=step, **extra)
+    out = model.training_loss(x, weights, step=step, **extra)
     optimizer.zero_grad(set_to_none=True)
     if torch.isfinite(out.loss):
         out.loss.backward()

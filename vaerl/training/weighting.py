@@ -3,7 +3,9 @@
 A ball of a few pixels contributes almost nothing to a summed reconstruction error, so a plain VAE
 learns to paint the background and drops it (AtariARI measured a VAE's Breakout ball-position
 probe at F1 ~0.01). Pixels that differ from the dataset's median frame (the static background) are
-up-weighted, so the loss pays for the ball, the paddle and the changing bricks.
+up-weighted, so the loss pays for the ball, the paddle and the changing bricks. ``weighting=motion`` also
+up-weights the pixels that changed since the previous frame of the episode: a moving object's pixels count
+twice, where the wall's holes and the score (foreground that stands still) count once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 
 from vaerl.data.dataset import FrameDataset
+from vaerl.errors import ConfigError
 
 
 def median_frame(dataset: FrameDataset, indices: np.ndarray, num_frames: int = 2000, seed: int = 0) -> np.ndarray:
@@ -35,3 +38,22 @@ class ForegroundWeighting:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         foreground = (x - self.background).abs() > self.threshold
         return 1.0 + (self.weight - 1.0) * foreground.float()
+
+
+def motion_weights(foreground: torch.Tensor, x: torch.Tensor, previous: torch.Tensor, weight: float,
+                   threshold: float) -> torch.Tensor:
+    """``foreground`` weights (:class:`ForegroundWeighting`) plus ``weight - 1`` wherever ``x`` differs from
+    ``previous`` (the episode's frame before, same shape) by more than ``threshold``: where an object is and where
+    it was."""
+    moved = (x - previous).abs() > threshold
+    return foreground + (weight - 1.0) * moved.float()
+
+
+def require_frame_order(dataset: FrameDataset) -> None:
+    """``weighting=motion`` compares each frame with the one before it in its episode: stop before training when
+    no frame of ``dataset`` has one (every episode a single frame, frames stored without their order)."""
+    episodes = dataset.episodes
+    if len(episodes) < 2 or not np.any(episodes[1:] == episodes[:-1]):
+        raise ConfigError(f"weighting=motion weighs the pixels that changed since the previous frame of an episode, "
+                          f"and no frame of dataset {dataset.path} has one (each of its {len(episodes)} episodes is a "
+                          "single frame): use weighting=background, or collect frames in episode order")
