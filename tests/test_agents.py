@@ -222,6 +222,19 @@ def test_agent_frames_are_the_frames_the_agent_sees_and_reproducible(trained: Pa
     np.testing.assert_array_equal(first.extra("action"), again.extra("action"))
 
 
+def test_the_seed_an_agent_is_loaded_with_decides_its_games(trained: Path, tmp_path: Path) -> None:
+    """Loading an SB3 agent seeds everything with the seed it trained with (0 here); the seed given to ``load_agent``
+    must win, or every pretraining seed would collect the same frames of the agent's play."""
+    def sampled_play(seed: int, name: str) -> np.ndarray:
+        agent = load_agent(trained, device="cpu", n_envs=2, seed=seed)
+        return collect_agent_frames(agent, agent.encoder.spec, 40, tmp_path / name, progress=False).frames(slice(0, 40))
+
+    first = sampled_play(5, "a")
+    np.testing.assert_array_equal(first, sampled_play(5, "b"))
+    assert not np.array_equal(first, sampled_play(6, "c"))
+    assert not np.array_equal(first, sampled_play(0, "d"))
+
+
 def test_agent_frames_are_reused_and_collected_anew_for_another_agent(trained: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = agent_pretrain_config(trained, tmp_path)

@@ -65,6 +65,9 @@ def load_agent(
     seed = cfg.seed + cfg.eval.seed_offset if seed is None else seed
     env = make_run_env(cfg, observations, n_envs=n_envs, seed=seed, training=False)
     model = load_algorithm(algorithm_class(cfg.agent.algo), run_dir / file, acting_only=True, env=env, device=device)
+    # SB3's load seeds torch, numpy, the action space and the env with the seed the agent trained with; the seed asked
+    # for here must decide the games (held-out evaluation seeds, each pretraining seed's frames of the agent's play)
+    model.set_random_seed(seed)
     return LoadedAgent(model, env, cfg, observations)
 
 
