@@ -129,11 +129,16 @@ class BatchLoader:
                     continue
 
 
-def frames_with_partner(dataset: FrameDataset, indices: np.ndarray, offset: int) -> np.ndarray:
+def frames_followed_in_episode(dataset: FrameDataset, indices: np.ndarray, offset: int) -> np.ndarray:
     """Those of ``indices`` whose episode goes on for ``offset`` more frames (episodes are stored contiguously)."""
     episodes = dataset.episodes
     later = np.minimum(indices + offset, len(episodes) - 1)
-    kept = indices[(indices + offset < len(episodes)) & (episodes[later] == episodes[indices])]
+    return indices[(indices + offset < len(episodes)) & (episodes[later] == episodes[indices])]
+
+
+def frames_with_partner(dataset: FrameDataset, indices: np.ndarray, offset: int) -> np.ndarray:
+    """:func:`frames_followed_in_episode`, refusing a dataset where no frame has a partner ``offset`` steps later."""
+    kept = frames_followed_in_episode(dataset, indices, offset)
     if len(kept) == 0:
         raise DatasetError(f"no frame of dataset {dataset.path} has a frame {offset} steps later in its episode, so "
                            f"there are no pairs of frames {offset} apart (model.contrast_offset, or 1 for the "

@@ -42,6 +42,11 @@ class WeightingConfig:
     """Difference from the background (in [0, 1] intensity) above which a pixel counts as foreground."""
     background_frames: int = 2000
 
+    @property
+    def reads_previous_frame(self) -> bool:
+        """Whether the weights compare each frame with the one before it in its episode (``motion``)."""
+        return self.kind == "motion"
+
     def __post_init__(self) -> None:
         if self.kind not in WEIGHTINGS:
             raise ConfigError(f"weighting.kind must be one of {', '.join(map(repr, WEIGHTINGS))}, got {self.kind!r}")

@@ -94,7 +94,7 @@ class PretrainRun:
         if weighting.kind == "none" or self.foreground is None:
             return None
         weights = self.foreground(x)
-        if weighting.kind == "motion":
+        if weighting.reads_previous_frame:
             weights = motion_weights(weights, x, previous, weighting.weight, weighting.threshold)
         return weights
 
@@ -124,7 +124,7 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
         key=dataset_key(cfg, policy_frames), seed=cfg.seed, extras=cfg.data.extras, shard_size=cfg.data.shard_size,
         progress=cfg.progress, num_envs=cfg.data.num_envs, collector=policy_frames and policy_frames.collect,
     )  # under torchrun every process asks: the first collects, the others wait for it (a file lock)
-    if cfg.weighting.kind == "motion":
+    if cfg.weighting.reads_previous_frame:
         require_frame_order(dataset)
     train_idx, val_idx = dataset.split_by_episode(cfg.data.val_fraction, seed=cfg.seed)
 
@@ -357,7 +357,7 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
                          distributed.local_batch_size(train.batch_size), frame_stack=run.spec.frame_stack,
                          seed=distributed.loader_seed(cfg.seed), skip=start_step, pin_memory=run.device.type == "cuda",
                          pair_offset=model.pair_offset, num_actions=model.num_actions,
-                         previous=cfg.weighting.kind == "motion")
+                         previous=cfg.weighting.reads_previous_frame)
     trainer = distributed.wrap(model)  # DDP averages the gradients of all processes (the model itself alone)
     writer = None
     if run.is_writer:  # a resumed run drops the scalars logged after its train state: it computes them again

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vaerl.data.dataset import FrameDataset
+from vaerl.data.loader import frames_followed_in_episode
 from vaerl.errors import ConfigError
 
 
@@ -52,8 +53,7 @@ def motion_weights(foreground: torch.Tensor, x: torch.Tensor, previous: torch.Te
 def require_frame_order(dataset: FrameDataset) -> None:
     """``weighting=motion`` compares each frame with the one before it in its episode: stop before training when
     no frame of ``dataset`` has one (every episode a single frame, frames stored without their order)."""
-    episodes = dataset.episodes
-    if len(episodes) < 2 or not np.any(episodes[1:] == episodes[:-1]):
+    if len(frames_followed_in_episode(dataset, np.arange(len(dataset)), 1)) == 0:
         raise ConfigError(f"weighting=motion weighs the pixels that changed since the previous frame of an episode, "
-                          f"and no frame of dataset {dataset.path} has one (each of its {len(episodes)} episodes is a "
+                          f"and no frame of dataset {dataset.path} has one (each of its {len(dataset)} episodes is a "
                           "single frame): use weighting=background, or collect frames in episode order")
