@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigterm_in_process
 
 from vaerl.data import BatchLoader, FrameDataset, FrameDatasetWriter, ensure_dataset
 from vaerl.data.collect import dataset_name
 from vaerl.envs import make_env, preprocess_spec
 from vaerl.errors import ConfigError, DatasetError
+from vaerl.stop import RunStopped
 from vaerl.training.weighting import require_frame_order
 
 
@@ -159,6 +163,29 @@ def test_existing_dataset_is_reused_not_recollected(tmp_path: Path, fake_config)
     first = ensure_dataset(tmp_path, factory, spec, 50, key=fake_config.to_dict(), progress=False)
     second = ensure_dataset(tmp_path, factory, spec, 50, key=fake_config.to_dict(), progress=False)
     assert first.path == second.path and len(calls) == 1
+
+
+@sigterm_in_process
+def test_a_stop_signal_abandons_a_collection_and_the_same_call_collects_it_again(tmp_path: Path, fake_config) -> None:
+    spec = preprocess_spec(fake_config, make_env(fake_config))
+    played = []
+
+    def policy_stopped_after_30_frames(obs):
+        played.append(1)
+        if len(played) == 30:  # two shards of 10 are on disk by now
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    def collect(policy=None) -> FrameDataset:
+        return ensure_dataset(tmp_path, lambda: make_env(fake_config), spec, 50, key=fake_config.to_dict(),
+                              policy=policy, shard_size=10, progress=False)
+
+    with pytest.raises(RunStopped, match="SIGTERM: stopped collecting frames into .*run the same command") as stop:
+        collect(policy_stopped_after_30_frames)
+    assert stop.value.exit_status == 143 and len(played) == 30
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no partial, no dataset
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert len(collect()) == 50
 
 
 def test_reused_dataset_with_wrong_frame_shape_is_refused(tmp_path: Path, fake_config) -> None:

@@ -190,6 +190,9 @@ def test_a_dying_rank_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the ranks through /proc (Linux)")
 def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    # the frames collected first: a rank that catches SIGTERM is then in its training loop, not collecting
+    collected = launch(tmp_path, None, "train.steps=1", f"hydra.run.dir={tmp_path}/collect")
+    assert collected.returncode == 0, collected.stderr[-3000:]
     launcher = launch(tmp_path, 2, "train.steps=100000", "train.checkpoint_every=100000", "train.val_every=100000",
                       f"hydra.run.dir={run_dir}", wait=False)
     try:

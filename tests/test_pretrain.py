@@ -329,6 +329,10 @@ def test_script_stopped_by_sigterm_saves_and_exits_as_terminated(tmp_path: Path)
     command = [sys.executable, str(REPO / "scripts" / "pretrain_vae.py"), "env=fake", "experiment=tiny",
                "env.kwargs.size=[32,32]", "model.encoder_layers=[[8,4,2,1],[16,4,2,1]]", "progress=false",
                "train.steps=100000", "train.checkpoint_every=100000", "train.val_every=100000"]
+    # the frames collected first: a process that catches SIGTERM is then in its training loop, not collecting
+    collected = subprocess.run([*command, "train.steps=1", f"hydra.run.dir={tmp_path}/collect"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert collected.returncode == 0, collected.stderr[-3000:]
     with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as process:
         wait_until(process, lambda: catches_sigterm(process.pid), "no training loop listening")

@@ -9,7 +9,7 @@ import pytest
 from conftest import sigterm_in_process
 
 from vaerl.cli import run_main
-from vaerl.stop import RunStopped, StopRequest
+from vaerl.stop import AbandonOnStop, RunStopped, StopRequest
 
 
 @pytest.fixture
@@ -30,6 +30,20 @@ def test_sigterm_only_asks_even_when_repeated_and_the_handler_goes_when_the_cont
         assert stop.signal_number == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@sigterm_in_process
+def test_work_that_cannot_resume_is_abandoned_where_it_is_and_the_handlers_come_back(ctrl_c) -> None:
+    done = []
+    with pytest.raises(RunStopped, match="SIGTERM: collection abandoned") as stop, AbandonOnStop("collection abandoned"):
+        done.append(1)
+        signal.raise_signal(signal.SIGTERM)
+        done.append(2)  # never reached: the signal raised where the work was
+    assert done == [1] and stop.value.exit_status == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(RunStopped) as stop, AbandonOnStop("collection abandoned"):
+        signal.raise_signal(signal.SIGINT)
+    assert stop.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_second_ctrl_c_interrupts_at_once(ctrl_c) -> None:

@@ -12,6 +12,11 @@ A second Ctrl-C acts at once (``KeyboardInterrupt``), for whoever will not wait 
 repeated SIGTERM does not: ``timeout`` sends it twice, torchrun forwards one to workers that a scheduler
 may have signalled already, and a scheduler that will not wait follows with SIGKILL anyway.
 
+Work that cannot resume from the middle (collecting frames: an emulator's state is not saved) runs inside
+:class:`AbandonOnStop` instead: the first signal raises :class:`RunStopped` where the work is, so the
+context managers it unwinds through clean up (a dataset writer removes its partial folder), and the same
+command starts that work again.
+
 Handlers that someone else installed are left alone (submitit's, for one, which ignores SIGTERM and
 requeues a SLURM job on its own signal), and so is everything outside the main thread, where Python
 cannot install handlers.
@@ -83,3 +88,21 @@ class StopRequest:
             signal.raise_signal(signal_number)
         elif self.signal_number is None:
             self.signal_number = signal_number
+
+
+class AbandonOnStop(StopRequest):
+    """A context in which SIGTERM and Ctrl-C raise :class:`RunStopped` at once, with ``message``.
+
+    For work that has nothing to save half-way: raising where it is unwinds its ``with`` blocks and
+    ``finally`` clauses, which remove what it left half-written. A second signal acts as it would
+    without the context (the handlers are restored before the first raises).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def _handle(self, signal_number: int, frame: FrameType | None) -> None:
+        self.signal_number = signal_number
+        self.__exit__(None, None, None)
+        raise RunStopped(signal_number, self.message)

@@ -21,6 +21,7 @@ from vaerl.errors import DatasetError
 from vaerl.observations import batch_of_one
 from vaerl.preprocessing import PreprocessSpec
 from vaerl.progress import progress_bar
+from vaerl.stop import AbandonOnStop
 
 log = logging.getLogger(__name__)
 
@@ -147,17 +148,21 @@ def ensure_dataset(
         if (path / META).exists():
             return _reuse(path, spec)
         log.info("collecting %d frames into %s", num_frames, path)
-        if collector is not None:
-            return collector(path, spec)
-        env = env_factory()
-        try:
-            if num_envs > 1:
-                return collect_vector_frames(env, spec, num_frames, path, seed=seed, extras=vector_extras(extras),
-                                             shard_size=shard_size, info={"key": key}, progress=progress)
-            return collect_frames(env, spec, num_frames, path, policy=policy, seed=seed, extras=extras,
-                                  shard_size=shard_size, info={"key": key}, progress=progress)
-        finally:
-            env.close()
+        # a collection cannot resume half-way: a stop signal abandons it, and the writer removes its partial folder
+        with AbandonOnStop(f"stopped collecting frames into {path} (nothing kept); run the same command to "
+                           "collect them again"):
+            if collector is not None:
+                return collector(path, spec)
+            env = env_factory()
+            try:
+                if num_envs > 1:
+                    return collect_vector_frames(env, spec, num_frames, path, seed=seed,
+                                                 extras=vector_extras(extras), shard_size=shard_size,
+                                                 info={"key": key}, progress=progress)
+                return collect_frames(env, spec, num_frames, path, policy=policy, seed=seed, extras=extras,
+                                      shard_size=shard_size, info={"key": key}, progress=progress)
+            finally:
+                env.close()
 
 
 def _reuse(path: Path, spec: PreprocessSpec) -> FrameDataset:
