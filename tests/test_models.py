@@ -301,3 +301,9 @@ def test_vae_traversal_axes_put_the_dimensions_with_most_kl_first() -> None:
     expected = torch.zeros(2, 4 + 14 * 14)
     expected[:, 2] = torch.tensor([-1.0, 1.0])
     torch.testing.assert_close(model.traverse(latent, 2, torch.tensor([-1.0, 1.0])), expected)
+
+
+def test_a_frame_stack_that_does_not_divide_the_input_channels_is_refused() -> None:
+    assert build_model("vae", input_shape=(2, 28, 28), frame_stack=2, **TINY_VAE).frame_channels == 1
+    with pytest.raises(ValueError, match="frame_stack must be >= 1 and divide the input's 3 channels, got 2"):
+        build_model("vae", input_shape=(3, 28, 28), frame_stack=2, **TINY_VAE)

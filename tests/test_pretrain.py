@@ -73,10 +73,12 @@ def test_recon_png_has_originals_above_reconstructions(tmp_path: Path) -> None:
     assert image.shape == (2 * (96 + 2) + 2, 8 * (96 + 2) + 2, 3)
 
 
-def test_model_with_parts_draws_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frame_stack", [1, 2])
+def test_model_with_parts_draws_them(tmp_path: Path, frame_stack: int) -> None:
     import imageio.v3 as iio
 
     cfg = tiny_config(tmp_path)
+    cfg.env.frame_stack = frame_stack
     cfg.model = {**cfg.model, "foreground_parts": 2}
     pretrain(cfg)
     run = tmp_path / "run"
@@ -106,6 +108,34 @@ def test_model_with_cells_pretrains_and_reloads_with_them(tmp_path: Path, cells:
     assert encoder.latent_dim() == 4 + (32 + 32 if cells else 0) + size * size
     assert encoder.model.describe_latent() == f"4-d + {named}"
     assert encoder.model.object_encoder.cell_kernel == cells.get("foreground_cell_kernel", "tent")
+
+
+def test_an_encoder_of_stacked_frames_takes_its_cells_from_the_latest_frame(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.env.frame_stack = 2
+    pretrain(cfg)
+    encoder = vaerl.load_encoder(tmp_path / "run", "cpu")
+    assert encoder.spec.frame_stack == 2 and encoder.model.config.frame_stack == 2
+    background = encoder.model.object_encoder.background
+    assert background.shape == (1, 32, 32) and background.abs().sum() > 0  # the median frame, one frame of it
+    frames = torch.randint(0, 256, (4, 2, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    earlier_changed = frames.clone()
+    earlier_changed[:, 0] = 255 - earlier_changed[:, 0]
+    latest_changed = frames.clone()
+    latest_changed[:, 1] = 255 - latest_changed[:, 1]
+    base, earlier, latest = (encoder.encode_frames(f) for f in (frames, earlier_changed, latest_changed))
+    gaussian = encoder.model.config.latent_dim
+    torch.testing.assert_close(earlier[:, gaussian:], base[:, gaussian:])  # the cells read the latest frame alone
+    assert not torch.allclose(earlier[:, :gaussian], base[:, :gaussian])  # the Gaussian part reads both
+    assert not torch.allclose(latest[:, gaussian:], base[:, gaussian:])
+
+
+def test_a_model_frame_stack_other_than_the_envs_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    cfg.model = {**cfg.model, "frame_stack": 2}
+    with pytest.raises(ConfigError, match="model.frame_stack=2 and env.frame_stack=1: leave model.frame_stack unset"):
+        pretrain(cfg)
+    assert not (tmp_path / "data").exists()  # refused before any frame is collected
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:

@@ -79,9 +79,9 @@ def save_samples(path: str | Path, samples: np.ndarray | torch.Tensor, channels_
 def save_foreground_parts(path: str | Path, projections: ForegroundProjections, frames: torch.Tensor,
                           channels_per_frame: int = 1, scale: int = 2) -> Path:
     """Save uint8 frames ``(N, C, H, W)`` (top row) above their foreground coloured by part (bottom row):
-    each pixel mixes its parts' colours by its shares, as bright as its foreground. With stacked frames the top
-    row shows the newest frame and the bottom row the foreground of the whole stack, as the encoder sees it."""
-    x = to_unit(frames.to(projections.background.device))
+    each pixel mixes its parts' colours by its shares, as bright as its foreground. With stacked frames both rows
+    show the newest frame, the one the foreground path reads."""
+    x = to_unit(frames[:, -projections.background.shape[0]:].to(projections.background.device))
     foreground = projections.foreground(x)[:, 0]
     foreground = (foreground / foreground.amax((-2, -1), keepdim=True).clamp(min=1e-6)).clamp(max=1.0)
     shares = projections.part_shares(x)

@@ -200,7 +200,15 @@ def collection_lock(path: Path) -> Iterator[None]:
 
 
 def dataset_name(key: dict[str, Any], spec: PreprocessSpec, num_frames: int, seed: int, extras: Sequence[str]) -> str:
-    blob = json.dumps({"key": key, "spec": spec.to_dict(), "extras": sorted(extras)}, sort_keys=True, default=str)
+    """The dataset folder's name: the settings that decide its frames, hashed.
+
+    Datasets hold single frames and encoders stack them when they read, so ``frame_stack`` is left out:
+    an encoder of stacked frames trains on the same folder as one of single frames.
+    """
+    if "frame_stack" in key:
+        key = {**key, "frame_stack": 1}
+    blob = json.dumps({"key": key, "spec": spec.replace(frame_stack=1).to_dict(), "extras": sorted(extras)},
+                      sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     c, h, w = spec.frame_shape
     return f"{key.get('name', 'env')}-{c}x{h}x{w}-{num_frames}-seed{seed}-{digest}"

@@ -198,8 +198,9 @@ class FrameModel(nn.Module):
 
     # ------------------------------------------------------------------ what agents and training use
     def set_background(self, background: torch.Tensor) -> None:
-        """Told the static background ``(C, H, W)`` in [0, 1] (the training data's median frame) before
-        training; families that use it keep it in their weights (VAE object channels). Default: ignored."""
+        """Told the static background ``(C, H, W)`` of the input, every stacked frame, in [0, 1] (the training data's
+        median frame) before training; families that use it keep it in their weights (VAE object channels).
+        Default: ignored."""
 
     @property
     def feature_dim(self) -> int:

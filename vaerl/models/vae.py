@@ -87,6 +87,10 @@ class VAEConfig:
     """Fraction of training frames whose decoder gets an empty object path, so that the Gaussian part has to draw
     those frames' objects itself: the cells alone would carry them, and the reconstruction would then ask the
     Gaussian part for nothing about where things are. The latent is unchanged. 0: off."""
+    frame_stack: int = 1
+    """Frames stacked along the input's channels (pretraining sets it from the preprocessing). The object path
+    reads the latest of them, so the cells say where things are now; the Gaussian part sees them all, and as the
+    decoder draws the earlier frames too, what moved in between is left to it."""
     object_channels: int = 0
     """Learned object channels beside the Gaussian latent (:class:`vaerl.models.objects.ObjectEncoder`)."""
     foreground_projections: bool = True
@@ -123,6 +127,9 @@ class VAEConfig:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.frame_stack < 1 or self.input_shape[0] % self.frame_stack:
+            raise ValueError(f"frame_stack must be >= 1 and divide the input's {self.input_shape[0]} channels, "
+                             f"got {self.frame_stack}")
         if self.contrast_weight < 0:
             raise ValueError(f"contrast_weight must be >= 0, got {self.contrast_weight}")
         if self.contrast_offset < 0:
@@ -221,10 +228,12 @@ class VAE(FrameModel):
         # the deterministic object path (vaerl.models.objects): projections in, rendered maps out
         self.object_encoder: ObjectEncoder | ForegroundProjections | None = None
         self.object_renderer: ObjectRenderer | None = None
+        self.frame_channels = channels // config.frame_stack  # the latest frame's, which the object path reads
         if config.object_channels:
-            self.object_encoder = ObjectEncoder(channels, (height, width), config.object_channels)
+            self.object_encoder = ObjectEncoder(self.frame_channels, (height, width), config.object_channels)
         elif config.foreground_projections:
-            self.object_encoder = ForegroundProjections(channels, (height, width), num_parts=config.foreground_parts,
+            self.object_encoder = ForegroundProjections(self.frame_channels, (height, width),
+                                                        num_parts=config.foreground_parts,
                                                         cells=config.foreground_cells, sums=config.foreground_sums,
                                                         cell_kernel=config.foreground_cell_kernel,
                                                         signed_cells=config.foreground_cells_signed)
@@ -264,8 +273,8 @@ class VAE(FrameModel):
         return mu, logvar.clamp(-12.0, 8.0)
 
     def encode_objects(self, x: torch.Tensor) -> ObjectProjections | None:
-        """The object path's projections (and part statistics), ``None`` without an object path."""
-        return self.object_encoder(x) if self.object_encoder is not None else None
+        """The object path's projections (and part statistics) of the latest frame, ``None`` without an object path."""
+        return self.object_encoder(x[:, -self.frame_channels:]) if self.object_encoder is not None else None
 
     def decode_logits(self, z: torch.Tensor, objects: ObjectProjections | None = None,
                       objects_shown: torch.Tensor | None = None) -> torch.Tensor:
@@ -292,8 +301,10 @@ class VAE(FrameModel):
         return torch.sigmoid(self.decode_logits(z, objects))
 
     def set_background(self, background: torch.Tensor) -> None:
+        """The static background of a frame stack ``(C * frame_stack, H, W)``; the object path keeps the latest frame's."""
         if self.object_encoder is not None:
-            self.object_encoder.background.copy_(background.to(self.object_encoder.background))
+            latest = background[-self.frame_channels:]
+            self.object_encoder.background.copy_(latest.to(self.object_encoder.background))
 
     def split_latent(self, latent: torch.Tensor) -> tuple[torch.Tensor, ObjectProjections | None]:
         """A flat latent -> the Gaussian part and, with an object path, its projections (and part statistics)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,11 @@ def env_settings(cfg: PretrainConfig) -> tuple[PreprocessSpec, dict[str, Any]]:
     env = make_env(cfg.env)
     try:
         spec, kwargs = preprocess_spec(cfg.env, env), dict(cfg.model_kwargs)
+        if "frame_stack" in {f.name for f in fields(MODEL_REGISTRY[cfg.model_kind].config_class)}:
+            if kwargs.get("frame_stack", spec.frame_stack) != spec.frame_stack:
+                raise ConfigError(f"model.frame_stack={kwargs['frame_stack']} and env.frame_stack={spec.frame_stack}: "
+                                  "leave model.frame_stack unset (pretraining reads it from the env)")
+            kwargs["frame_stack"] = spec.frame_stack
         if kwargs.get("inverse_dynamics_weight"):
             kwargs["num_actions"] = actions_to_predict(cfg, env.action_space, kwargs.get("num_actions"))
         return spec, kwargs
