@@ -165,7 +165,6 @@ def test_existing_dataset_is_reused_not_recollected(tmp_path: Path, fake_config)
     assert first.path == second.path and len(calls) == 1
 
 
-
 def test_an_encoder_of_stacked_frames_reuses_the_single_frame_dataset(tmp_path: Path, fake_config) -> None:
     spec = preprocess_spec(fake_config, make_env(fake_config))
     single = ensure_dataset(tmp_path, lambda: make_env(fake_config), spec, 50, key=fake_config.to_dict(), progress=False)
@@ -175,6 +174,7 @@ def test_an_encoder_of_stacked_frames_reuses_the_single_frame_dataset(tmp_path: 
     assert stacked.path == single.path
     other_size = ensure_dataset(tmp_path, lambda: make_env(fake_config), spec, 40, key=stacked_config, progress=False)
     assert other_size.path != single.path  # what does decide the frames still does
+
 
 @sigterm_in_process
 def test_a_stop_signal_abandons_a_collection_and_the_same_call_collects_it_again(tmp_path: Path, fake_config) -> None:
