@@ -32,6 +32,7 @@ from agents.rl.callbacks import PeriodicEval, ProgressLog, ResumableCheckpoint, 
 from agents.rl.envs import load_run_encoder, make_run_env, run_observations
 from agents.rl.evaluate import EvaluateAgentConfig, evaluate_agent
 from agents.rl.features import (
+    STANDARDIZE_FLOOR,
     CellConvFeatures,
     ProjectionConvFeatures,
     ProjectionKeypoints,
@@ -916,6 +917,26 @@ def test_latent_runs_standardise_by_default_and_fine_tuned_or_unstandardised_one
     for changes, extractor in cases.items():
         observations = run_observations(config(runs, **dict(changes)), cpu)
         assert observations.policy_kwargs().get("features_extractor_class") is extractor
+
+
+def test_standardize_floor_sets_the_least_spread_every_reading_divides_by(runs: Path) -> None:
+    """A collapsed VAE dimension varies by 1e-4: at the default floor the policy sees it as a constant, at a
+    smaller one at unit spread."""
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(3.0, 2.0, 500), rng.normal(-1.0, 1e-4, 500)], 1)
+    space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    for floor, spread in ((STANDARDIZE_FLOOR, x[:, 1].std() / STANDARDIZE_FLOOR), (1e-6, 1.0)):
+        extractor = StandardizedLatents(space, floor=floor)
+        extractor.fit(x)
+        y = extractor(torch.as_tensor(x, dtype=torch.float32)).numpy()
+        assert y[:, 1].std() == pytest.approx(spread, rel=0.02)
+    cpu = torch.device("cpu")
+    for changes in ({}, {"encoder.cell_conv": False}):
+        kwargs = run_observations(config(runs, **changes, **{"encoder.standardize_floor": 1e-6}), cpu).policy_kwargs()
+        assert kwargs["features_extractor_kwargs"]["floor"] == 1e-6
+        assert run_observations(config(runs, **changes), cpu).policy_kwargs()["features_extractor_kwargs"]["floor"] == STANDARDIZE_FLOOR
+    with pytest.raises(ConfigError, match=r"encoder.standardize_floor .* > 0; got 0"):
+        config(runs, **{"encoder.standardize_floor": 0})
 
 
 # ------------------------------------------------------------------- projections read by 1-D convolutions

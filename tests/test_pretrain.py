@@ -28,6 +28,7 @@ import vaerl
 from vaerl.checkpoint import load_model
 from vaerl.envs import make_env
 from vaerl.errors import ConfigError, TrainingError
+from vaerl.models import build_model
 from vaerl.stop import RunStopped
 from vaerl.training import DataConfig, PretrainConfig, TrainConfig, WeightingConfig, pretrain
 from vaerl.training.pretrain import most_informative_run
@@ -62,6 +63,21 @@ def test_pretrain_writes_every_output(tmp_path: Path, kind: str) -> None:
     assert 0.0 <= metrics["data_wait_fraction"] <= 1.0 and metrics["frames_per_s"] > 0
     encoder = vaerl.load_encoder(run, "cpu")
     assert encoder.info.extra["step"] == 6 and encoder.spec.frame_shape == (1, 32, 32)
+
+
+def test_zero_steps_write_the_untrained_encoder_with_the_datas_background(tmp_path: Path) -> None:
+    """The baseline a trained encoder is measured against, as a run an agent can read."""
+    metrics = pretrain(tiny_config(tmp_path, steps=0))
+    assert metrics["completed"] and metrics["steps"] == 0
+    encoder = vaerl.load_encoder(tmp_path / "run", "cpu")
+    assert encoder.info.extra["step"] == 0 and encoder.model.object_encoder.background.abs().sum() > 0
+    torch.manual_seed(0)  # the seed pretraining builds its model under
+    untrained = build_model("vae", input_shape=(1, 32, 32), **TINY_VAE)
+    for name, value in untrained.state_dict().items():
+        if name != "object_encoder.background":
+            torch.testing.assert_close(encoder.model.state_dict()[name], value, msg=name)
+    with pytest.raises(ConfigError, match=r"train.steps must be >= 0 \(0 writes the untrained encoder\), got -1"):
+        TrainConfig(steps=-1)
 
 
 def test_recon_png_has_originals_above_reconstructions(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.rl.features import CELL_CONV_FEATURES, CELL_CONV_WIDTHS, PROJECTION_SCALES
+from agents.rl.features import CELL_CONV_FEATURES, CELL_CONV_WIDTHS, PROJECTION_SCALES, STANDARDIZE_FLOOR
 from vaerl.checkpoint import CHECKPOINT_FILE
 from vaerl.encoder import MODES
 from vaerl.envs.make import EnvConfig
@@ -68,6 +68,9 @@ class EncoderOptions:
     """Standardise the latents in the policy with statistics of random play, fitted before training and then
     fixed (:class:`agents.rl.features.StandardizedLatents`). Frozen encoders only: a fine-tuned one
     (``finetune``) learns its own scale, and the setting does not apply to it."""
+    standardize_floor: float = STANDARDIZE_FLOOR
+    """Least spread ``standardize`` divides a number by (:data:`agents.rl.features.STANDARDIZE_FLOOR`): smaller, and
+    the policy sees the small variations of a VAE's collapsed dimensions at unit spread."""
     projection_scale: str = "number"
     """How ``standardize`` scales the latents' frame projections (a VAE's foreground row and column sums): ``axis``,
     one scale per axis (their spread over all places), so a column keeps its shape however many bricks are
@@ -148,6 +151,9 @@ class EncoderOptions:
         if self.projection_keypoints < 0:
             raise ConfigError(f"encoder.projection_keypoints is a count of places per axis, >= 0; "
                               f"got {self.projection_keypoints}")
+        if not self.standardize_floor > 0:
+            raise ConfigError(f"encoder.standardize_floor is the least spread a number is divided by, > 0; got "
+                              f"{self.standardize_floor} (the default is {STANDARDIZE_FLOOR})")
         if self.projection_shift < 0:
             raise ConfigError(f"encoder.projection_shift is a number of places, >= 0; got {self.projection_shift}")
         if any(width < 1 for width in self.shared_layers):

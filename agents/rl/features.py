@@ -116,6 +116,13 @@ PROJECTION_SCALES = ("axis", "number")
 """How :class:`StandardizedLatents` scales frame projections: one scale per axis, or one per number."""
 
 
+STANDARDIZE_FLOOR = 0.1
+"""Least spread the standardisations divide by: a number that hardly varied in random play is divided by this
+instead of its tiny spread. A VAE's collapsed dimensions vary by 1e-4 or less (a random-init part too), so at
+0.1 the policy sees them as constants; a smaller floor hands the policy their small variations, blown up to
+unit spread (``encoder.standardize_floor``)."""
+
+
 class StandardizedLatents(BaseFeaturesExtractor):
     """Latents ``(N, ...)`` -> ``(latent - mean) / scale``, flattened and clipped.
 
@@ -164,7 +171,7 @@ class StandardizedLatents(BaseFeaturesExtractor):
     """Bound on scaled projections: late-game walls with many bricks gone sum to several times what random
     play shows, and the policy should still see the ball on top of them."""
 
-    def __init__(self, observation_space: spaces.Box, floor: float = 0.1, clip: float = 5.0,
+    def __init__(self, observation_space: spaces.Box, floor: float = STANDARDIZE_FLOOR, clip: float = 5.0,
                  layout: dict[str, int] | None = None, shared_layers: Sequence[int] = (),
                  projection_scale: str = "axis", projection_blur: float = 0.0,
                  projection_keypoints: int = 0, projection_shift: int = 0,
@@ -268,7 +275,7 @@ class ProjectionKeypoints(nn.Module):
     kernel = 7
     projection_clip = StandardizedLatents.projection_clip
 
-    def __init__(self, layout: ProjectionLayout, count: int, stack: int, floor: float = 0.1) -> None:
+    def __init__(self, layout: ProjectionLayout, count: int, stack: int, floor: float = STANDARDIZE_FLOOR) -> None:
         super().__init__()
         if count < 1 or stack < 1:
             raise ValueError(f"ProjectionKeypoints needs count >= 1 and stack >= 1, got {count} and {stack}")
@@ -410,8 +417,8 @@ class ProjectionConvFeatures(BaseFeaturesExtractor):
     """Bound on scaled projections: wider than ``clip``, since late-game walls with many bricks gone sum to
     several times what random play shows, and the convolutions should still see their shape."""
 
-    def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int, floor: float = 0.1,
-                 clip: float = 5.0) -> None:
+    def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int,
+                 floor: float = STANDARDIZE_FLOOR, clip: float = 5.0) -> None:
         self.layout = ProjectionLayout(**layout)
         self.stack = int(stack)
         _check_stacked(self, observation_space, self.stack, self.layout.size)
@@ -509,8 +516,8 @@ class CellConvFeatures(BaseFeaturesExtractor):
     """Bound on scaled cells: late-game walls with many bricks gone hold several times what random play shows."""
 
     def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int,
-                 features_dim: int = CELL_CONV_FEATURES, widths: Sequence[int] = CELL_CONV_WIDTHS, floor: float = 0.1,
-                 clip: float = 5.0, motion: bool = False) -> None:
+                 features_dim: int = CELL_CONV_FEATURES, widths: Sequence[int] = CELL_CONV_WIDTHS,
+                 floor: float = STANDARDIZE_FLOOR, clip: float = 5.0, motion: bool = False) -> None:
         self.layout = CellLayout(**layout)
         self.stack = int(stack)
         self.motion = bool(motion)

@@ -29,6 +29,7 @@ from agents.rl.config import TrainAgentConfig
 from agents.rl.features import (
     CELL_CONV_FEATURES,
     CELL_CONV_WIDTHS,
+    STANDARDIZE_FLOOR,
     CellConvFeatures,
     EncoderFeatures,
     ProjectionConvFeatures,
@@ -107,6 +108,7 @@ class LatentObservations(Observations):
     stack: int = 4
     stack_mode: str = "concat"
     standardize: bool = True
+    standardize_floor: float = STANDARDIZE_FLOOR
     projection_scale: str = "number"
     projection_blur: float = 0.0
     projection_keypoints: int = 0
@@ -151,15 +153,17 @@ class LatentObservations(Observations):
                     "features_extractor_kwargs": {"layout": cells._asdict(), "stack": self.stack,
                                                   "widths": list(self.cell_conv_widths),
                                                   "features_dim": self.cell_conv_features,
-                                                  "motion": self.cell_conv_motion}}
+                                                  "motion": self.cell_conv_motion,
+                                                  "floor": self.standardize_floor}}
         if self.projection_conv:
             layout = self.encoder.model.projections()
             assert layout is not None
             return {"features_extractor_class": ProjectionConvFeatures,
-                    "features_extractor_kwargs": {"layout": layout._asdict(), "stack": self.stack}}
+                    "features_extractor_kwargs": {"layout": layout._asdict(), "stack": self.stack,
+                                                  "floor": self.standardize_floor}}
         if not self.standardize:
             return {}
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"floor": self.standardize_floor}
         layout = self.encoder.model.projections()
         reading = {name: value for name, value in self._projection_options().items() if value}
         if layout is not None and (self.projection_scale == "axis" or reading):
@@ -280,7 +284,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
     if options.finetune:  # a fine-tuned encoder learns its own scale: encoder.standardize does not apply
         return FinetuneObservations(encoder, stack=options.stack, stack_mode=options.stack_mode)
     return LatentObservations(encoder, mode=options.mode, stack=options.stack, stack_mode=options.stack_mode,
-                              standardize=options.standardize, projection_scale=options.projection_scale,
+                              standardize=options.standardize, standardize_floor=options.standardize_floor,
+                              projection_scale=options.projection_scale,
                               projection_blur=options.projection_blur,
                               projection_keypoints=options.projection_keypoints,
                               projection_shift=options.projection_shift,

@@ -55,6 +55,8 @@ class WeightingConfig:
 @dataclass
 class TrainConfig:
     steps: int = 3000
+    """Optimisation steps; 0 writes the initial encoder (random weights, the data's background): the baseline a
+    trained encoder is measured against, in the same pipeline."""
     batch_size: int = 64
     lr: float = 1e-3
     grad_clip: float = 10.0
@@ -69,6 +71,10 @@ class TrainConfig:
     """Torch CPU threads (0: all cores up to 8)."""
     channels_last: bool = True
     """NHWC memory layout: 1.3-2x faster convolutions on CPU."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"train.steps must be >= 0 (0 writes the untrained encoder), got {self.steps}")
 
 
 @dataclass

@@ -406,6 +406,8 @@ def train_loop(run: PretrainRun) -> dict[str, float]:
         if writer is not None:
             writer.close()
         loader.close()
+    if run.is_writer and train.steps == 0:  # no step saved it: the untrained encoder, with the data's background
+        save_resume_point(run, 0, clock.seconds())
     elapsed, steps_done = clock.session_seconds(), step - start_step
     # train_seconds: over every session of the run; the rates: this session's, when it trained at all (a run
     # killed between its last train state and its metrics resumes only to write them)
