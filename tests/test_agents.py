@@ -937,6 +937,9 @@ def test_standardize_floor_sets_the_least_spread_every_reading_divides_by(runs: 
         assert run_observations(config(runs, **changes), cpu).policy_kwargs()["features_extractor_kwargs"]["floor"] == STANDARDIZE_FLOOR
     with pytest.raises(ConfigError, match=r"encoder.standardize_floor .* > 0; got 0"):
         config(runs, **{"encoder.standardize_floor": 0})
+    for other in ({"encoder.standardize": False}, {"encoder.finetune": True}):
+        with pytest.raises(ConfigError, match=r"encoder.standardize_floor works on frozen latents"):
+            config(runs, **other, **{"encoder.standardize_floor": 1e-3})
 
 
 # ------------------------------------------------------------------- projections read by 1-D convolutions

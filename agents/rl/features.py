@@ -118,9 +118,10 @@ PROJECTION_SCALES = ("axis", "number")
 
 STANDARDIZE_FLOOR = 0.1
 """Least spread the standardisations divide by: a number that hardly varied in random play is divided by this
-instead of its tiny spread. A VAE's collapsed dimensions vary by 1e-4 or less (a random-init part too), so at
-0.1 the policy sees them as constants; a smaller floor hands the policy their small variations, blown up to
-unit spread (``encoder.standardize_floor``)."""
+instead of its tiny spread. A VAE's collapsed dimensions vary little (0.02-0.1 on a collapsed Breakout draw, 2e-4
+in a random-init Gaussian part), so the policy sees them shrunk, or as constants; a smaller floor
+(``encoder.standardize_floor``) hands it their small variations at unit spread (on Breakout that moved neither,
+BENCHMARKS.md)."""
 
 
 class StandardizedLatents(BaseFeaturesExtractor):
@@ -184,8 +185,8 @@ class StandardizedLatents(BaseFeaturesExtractor):
             if value < 0 or (value > 0 and not layout):
                 raise ValueError(f"{name} must be >= 0 and needs the latents' projection layout, "
                                  f"got {value} with layout {layout}")
-        keypoints = ProjectionKeypoints(ProjectionLayout(**layout), projection_keypoints, size // layout["size"]) \
-            if layout and projection_keypoints else None
+        keypoints = ProjectionKeypoints(ProjectionLayout(**layout), projection_keypoints, size // layout["size"],
+                                        floor=floor) if layout and projection_keypoints else None
         inputs = size + (keypoints.features_dim if keypoints else 0)
         super().__init__(observation_space, features_dim=shared_layers[-1] if shared_layers else inputs)
         self.keypoints = keypoints
