@@ -154,10 +154,6 @@ class EncoderOptions:
         if not self.standardize_floor > 0:
             raise ConfigError(f"encoder.standardize_floor is the least spread a number is divided by, > 0; got "
                               f"{self.standardize_floor} (the default is {STANDARDIZE_FLOOR})")
-        if self.standardize_floor != STANDARDIZE_FLOOR and (self.finetune or not self.standardize):
-            raise ConfigError("encoder.standardize_floor works on frozen latents in their standardisation: set "
-                              f"encoder.finetune=false and encoder.standardize=true, or encoder.standardize_floor="
-                              f"{STANDARDIZE_FLOOR}")
         if self.projection_shift < 0:
             raise ConfigError(f"encoder.projection_shift is a number of places, >= 0; got {self.projection_shift}")
         if any(width < 1 for width in self.shared_layers):
@@ -165,7 +161,9 @@ class EncoderOptions:
         for name, value, off in (("projection_blur", self.projection_blur, "0"),
                                  ("projection_keypoints", self.projection_keypoints, "0"),
                                  ("projection_shift", self.projection_shift, "0"),
-                                 ("shared_layers", self.shared_layers, "[]")):
+                                 ("shared_layers", self.shared_layers, "[]"),
+                                 ("standardize_floor", self.standardize_floor != STANDARDIZE_FLOOR,
+                                  str(STANDARDIZE_FLOOR))):
             if value and (self.finetune or not self.standardize):
                 raise ConfigError(f"encoder.{name} works on frozen latents in their standardisation: set "
                                   f"encoder.finetune=false and encoder.standardize=true, or encoder.{name}={off}")
