@@ -1225,7 +1225,7 @@ def test_cell_conv_motion_is_an_option_of_the_cell_reading(runs: Path, tmp_path:
                                           r"are .*: set encoder.cell_conv_motion=false, or pretrain with"):
         run_observations(sums, torch.device("cpu"))
     for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_motion": True},
-                              "encoder.cell_conv_motion shape the cell convolutions: set encoder.cell_conv=auto"),
+                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto"),
                              ({"encoder.cell_conv_motion": True, "encoder.shared_layers": [32]},
                               "encoder.shared_layers=[32] asks for another reading: leave encoder.shared_layers at its"),
                              ({"encoder.cell_conv_motion": True, "encoder.finetune": True},
@@ -1243,6 +1243,41 @@ def cells_encoder(tmp_path: Path, **changes) -> Path:
                              "foreground_cells_signed": False}
     model = build_model("vae", input_shape=spec.input_shape, **{**box_cells_beside_sums, **changes, **TINY_VAE})
     return save_checkpoint(path, model, spec, FAKE)
+
+
+def test_cell_conv_spread_sets_the_size_the_convolutions_read_cells_at() -> None:
+    """Fitted on the same play, spread 0.1 divides every cell by ten times the number spread 1 does, the rest alike."""
+    layout = {"start": 3, "cells": 6, "size": 39}
+    space = spaces.Box(-np.inf, np.inf, (78,), np.float32)
+    observations = torch.as_tensor(cell_batch(np.random.default_rng(0), 400, place=(1, 2)))
+    standardised, small = (CellConvFeatures(space, layout, stack=2, spread=spread) for spread in (1.0, 0.1))
+    seen: dict[float, torch.Tensor] = {}
+    for extractor in (standardised, small):
+        extractor.fit(observations)
+        extractor.cnn[0].register_forward_hook(
+            lambda module, inputs, output, spread=extractor.spread: seen.update({spread: inputs[0]}))
+        extractor(observations)
+    assert seen[1.0].std().item() == pytest.approx(1.0, rel=1e-3)  # standardised: unit spread over the play
+    torch.testing.assert_close(seen[0.1], seen[1.0] / 10)
+    torch.testing.assert_close(small.scale, standardised.scale)  # the numbers beside the cells do not change
+    for spread in (0.0, -1.0):
+        with pytest.raises(ValueError, match=r"the cells' spread as the convolutions read them, > 0; got"):
+            CellConvFeatures(space, layout, stack=2, spread=spread)
+
+
+def test_cell_conv_spread_is_an_option_of_the_cell_reading(runs: Path, tmp_path: Path) -> None:
+    trained = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64,
+                              "encoder.path": str(cells_encoder(tmp_path, foreground_sums=False)),
+                              "encoder.cell_conv_spread": 0.1})
+    train_agent(trained)
+    extractor = load_agent(trained.output_dir, device="cpu", n_envs=1).model.policy.features_extractor
+    assert isinstance(extractor, CellConvFeatures) and extractor.spread == 0.1  # reloaded as it was trained
+    for changes, message in (({"encoder.cell_conv_spread": 0},
+                              "encoder.cell_conv_spread is the cells' spread as the convolutions read them, > 0; got 0"),
+                             ({"encoder.cell_conv": False, "encoder.cell_conv_spread": 0.1},
+                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(runs, **changes)
 
 
 def test_cell_conv_run_fits_on_random_play_and_reloads_with_linear_heads(runs: Path, tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.rl.features import CELL_CONV_FEATURES, CELL_CONV_WIDTHS, PROJECTION_SCALES, STANDARDIZE_FLOOR
+from agents.rl.features import (
+    CELL_CONV_FEATURES,
+    CELL_CONV_SPREAD,
+    CELL_CONV_WIDTHS,
+    PROJECTION_SCALES,
+    STANDARDIZE_FLOOR,
+)
 from vaerl.checkpoint import CHECKPOINT_FILE
 from vaerl.encoder import MODES
 from vaerl.envs.make import EnvConfig
@@ -109,6 +115,9 @@ class EncoderOptions:
     """Width of the ReLU layer that joins ``cell_conv``'s convolutions and the other numbers."""
     cell_conv_motion: bool = False
     """``cell_conv`` also reads each stacked grid's change from the one before, as channels of their own."""
+    cell_conv_spread: float = CELL_CONV_SPREAD
+    """The cells' spread over random play as ``cell_conv`` reads them (:data:`agents.rl.features.CELL_CONV_SPREAD`):
+    1 standardises them; 0.1 reads a paddle near 1, as NatureCNN reads pixels."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -171,11 +180,15 @@ class EncoderOptions:
             raise ConfigError(f"encoder.cell_conv_widths must be one or more positive filter counts and "
                               f"encoder.cell_conv_features a positive width, got {self.cell_conv_widths} and "
                               f"{self.cell_conv_features}")
+        if not self.cell_conv_spread > 0:
+            raise ConfigError(f"encoder.cell_conv_spread is the cells' spread as the convolutions read them, > 0; "
+                              f"got {self.cell_conv_spread} (the default is {CELL_CONV_SPREAD})")
         if self.cell_conv is False and (self.cell_conv_widths != list(CELL_CONV_WIDTHS)
-                                        or self.cell_conv_features != CELL_CONV_FEATURES or self.cell_conv_motion):
-            raise ConfigError("encoder.cell_conv_widths, encoder.cell_conv_features and encoder.cell_conv_motion "
-                              "shape the cell convolutions: set encoder.cell_conv=auto or true, or leave them at "
-                              "their defaults")
+                                        or self.cell_conv_features != CELL_CONV_FEATURES or self.cell_conv_motion
+                                        or self.cell_conv_spread != CELL_CONV_SPREAD):
+            raise ConfigError("encoder.cell_conv_widths, encoder.cell_conv_features, encoder.cell_conv_motion and "
+                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto or "
+                              "true, or leave them at their defaults")
         if self.cell_conv_motion and self.cell_conv == "auto" and (other := self.other_reading()) is not None:
             raise ConfigError(f"encoder.cell_conv_motion is an option of the cell convolutions, but encoder.{other} "
                               f"asks for another reading: leave encoder.{other.split('=')[0]} at its default, or set "

@@ -482,6 +482,11 @@ CELL_CONV_WIDTHS = (16, 32)
 they learn about as well as (32, 64) with a 512-unit join and train PPO about twice as fast (BENCHMARKS.md)."""
 CELL_CONV_FEATURES = 256
 """Width of :class:`CellConvFeatures`' joining layer by default."""
+CELL_CONV_SPREAD = 1.0
+"""The cells' spread over random play as :class:`CellConvFeatures` reads them by default: 1, standardised. Most
+cells of a random-play frame are empty, so standardised ones put a paddle near 10 and a late-game hole in the wall
+near -20, where NatureCNN reads pixels in [0, 1]; at initialisation the joined features are then about 6 times
+and the value head's guesses about 45 times as large as on pixels (BENCHMARKS.md). 0.1 puts objects near 1."""
 
 
 class CellConvFeatures(BaseFeaturesExtractor):
@@ -510,6 +515,7 @@ class CellConvFeatures(BaseFeaturesExtractor):
             stack holds that change already, but as a small difference of large numbers where the ball passes a
             hole in the wall (late-game holes are ten times the ball's few pixels); as its own channels, what
             moved stands out at its own size and what stands still is zero.
+        spread: the cells' spread over random play as the convolutions read them (:data:`CELL_CONV_SPREAD`).
     """
 
     kernel = 3
@@ -518,7 +524,8 @@ class CellConvFeatures(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int,
                  features_dim: int = CELL_CONV_FEATURES, widths: Sequence[int] = CELL_CONV_WIDTHS,
-                 floor: float = STANDARDIZE_FLOOR, clip: float = 5.0, motion: bool = False) -> None:
+                 floor: float = STANDARDIZE_FLOOR, clip: float = 5.0, motion: bool = False,
+                 spread: float = CELL_CONV_SPREAD) -> None:
         self.layout = CellLayout(**layout)
         self.stack = int(stack)
         self.motion = bool(motion)
@@ -526,6 +533,10 @@ class CellConvFeatures(BaseFeaturesExtractor):
         if self.motion and self.stack < 2:
             raise ValueError("CellConvFeatures(motion=True) reads each grid's change from the one before: it needs "
                              f"a stack of 2 or more latents, got stack={self.stack}")
+        if not spread > 0:
+            raise ValueError(f"CellConvFeatures(spread=...) is the cells' spread as the convolutions read them, > 0; "
+                             f"got {spread}")
+        self.spread = float(spread)
         if not widths or min(widths) < 1 or features_dim < 1:
             raise ValueError(f"CellConvFeatures needs positive filter counts and features_dim, got widths={list(widths)} "
                              f"and features_dim={features_dim}")
@@ -555,7 +566,7 @@ class CellConvFeatures(BaseFeaturesExtractor):
         """Set the scales from ``(N, ...)`` observations (N >= 2)."""
         unordered, cells = self._split(_fit_input(self, observations, self.stack * self.layout.size))
         _fit_standardisation(self, unordered)
-        self.cell_scale.copy_(cells.std().clamp(min=self.floor))
+        self.cell_scale.copy_(cells.std().clamp(min=self.floor) / self.spread)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         unordered, cells = self._split(observations)

@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.rl.config import TrainAgentConfig
 from agents.rl.features import (
     CELL_CONV_FEATURES,
+    CELL_CONV_SPREAD,
     CELL_CONV_WIDTHS,
     STANDARDIZE_FLOOR,
     CellConvFeatures,
@@ -101,7 +102,8 @@ class LatentObservations(Observations):
     and value heads share), their frame projections read by 1-D convolutions with ``projection_conv``
     (:class:`~agents.rl.features.ProjectionConvFeatures`), their grid of cells by 2-D convolutions with
     ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`, ``cell_conv_widths`` filters and a
-    ``cell_conv_features``-unit join, with each grid's change as channels too where ``cell_conv_motion``)."""
+    ``cell_conv_features``-unit join, with each grid's change as channels too where ``cell_conv_motion``, the
+    cells at ``cell_conv_spread``)."""
 
     encoder: Encoder
     mode: str = "mean"
@@ -119,6 +121,7 @@ class LatentObservations(Observations):
     cell_conv_widths: tuple[int, ...] = CELL_CONV_WIDTHS
     cell_conv_features: int = CELL_CONV_FEATURES
     cell_conv_motion: bool = False
+    cell_conv_spread: float = CELL_CONV_SPREAD
 
     threads: ClassVar[int] = 1
 
@@ -154,6 +157,7 @@ class LatentObservations(Observations):
                                                   "widths": list(self.cell_conv_widths),
                                                   "features_dim": self.cell_conv_features,
                                                   "motion": self.cell_conv_motion,
+                                                  "spread": self.cell_conv_spread,
                                                   "floor": self.standardize_floor}}
         if self.projection_conv:
             layout = self.encoder.model.projections()
@@ -293,7 +297,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
                               cell_conv=options.reads_cells(encoder.model.cells() is not None),
                               cell_conv_widths=tuple(options.cell_conv_widths),
                               cell_conv_features=options.cell_conv_features,
-                              cell_conv_motion=options.cell_conv_motion)
+                              cell_conv_motion=options.cell_conv_motion,
+                              cell_conv_spread=options.cell_conv_spread)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:
