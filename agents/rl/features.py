@@ -485,8 +485,9 @@ CELL_CONV_FEATURES = 256
 CELL_CONV_SPREAD = 1.0
 """The cells' spread over random play as :class:`CellConvFeatures` reads them by default: 1, standardised. Most
 cells of a random-play frame are empty, so standardised ones put a paddle near 10 and a late-game hole in the wall
-near -20, where NatureCNN reads pixels in [0, 1]; at initialisation the joined features are then about 6 times
-and the value head's guesses about 45 times as large as on pixels (BENCHMARKS.md). 0.1 puts objects near 1."""
+near -20, where NatureCNN reads pixels in [0, 1]; at initialisation the joined features are then about 5 times
+and the value head's guesses about 40 times as large as on pixels. 0.1 puts objects near 1, and did not move
+Breakout agents (BENCHMARKS.md)."""
 
 
 class CellConvFeatures(BaseFeaturesExtractor):
