@@ -1275,7 +1275,9 @@ def test_cell_conv_spread_is_an_option_of_the_cell_reading(runs: Path, tmp_path:
     for changes, message in (({"encoder.cell_conv_spread": 0},
                               "encoder.cell_conv_spread is the cells' spread as the convolutions read them, > 0; got 0"),
                              ({"encoder.cell_conv": False, "encoder.cell_conv_spread": 0.1},
-                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto")):
+                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto"),
+                             ({"encoder.cell_conv_spread": 0.1, "encoder.shared_layers": [32]},
+                              "asks for another reading: leave encoder.shared_layers at its default, or set encoder.cell_conv_spread=1.0")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             config(runs, **changes)
 

@@ -189,10 +189,12 @@ class EncoderOptions:
             raise ConfigError("encoder.cell_conv_widths, encoder.cell_conv_features, encoder.cell_conv_motion and "
                               "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto or "
                               "true, or leave them at their defaults")
-        if self.cell_conv_motion and self.cell_conv == "auto" and (other := self.other_reading()) is not None:
-            raise ConfigError(f"encoder.cell_conv_motion is an option of the cell convolutions, but encoder.{other} "
-                              f"asks for another reading: leave encoder.{other.split('=')[0]} at its default, or set "
-                              "encoder.cell_conv_motion=false")
+        for name, asked, off in (("cell_conv_motion", self.cell_conv_motion, "false"),
+                                 ("cell_conv_spread", self.cell_conv_spread != CELL_CONV_SPREAD, str(CELL_CONV_SPREAD))):
+            if asked and self.cell_conv == "auto" and (other := self.other_reading()) is not None:
+                raise ConfigError(f"encoder.{name} is an option of the cell convolutions, but encoder.{other} asks for "
+                                  f"another reading: leave encoder.{other.split('=')[0]} at its default, or set "
+                                  f"encoder.{name}={off}")
         if self.cell_conv_motion and self.stack < 2:
             raise ConfigError(f"encoder.cell_conv_motion reads each stacked grid's change from the one before: set "
                               f"encoder.stack to 2 or more (got {self.stack}), or encoder.cell_conv_motion=false")
