@@ -1225,7 +1225,7 @@ def test_cell_conv_motion_is_an_option_of_the_cell_reading(runs: Path, tmp_path:
                                           r"are .*: set encoder.cell_conv_motion=false, or pretrain with"):
         run_observations(sums, torch.device("cpu"))
     for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_motion": True},
-                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto"),
+                              "encoder.cell_conv_motion and encoder.cell_conv_spread shape the cell convolutions"),
                              ({"encoder.cell_conv_motion": True, "encoder.shared_layers": [32]},
                               "encoder.shared_layers=[32] asks for another reading: leave encoder.shared_layers at its"),
                              ({"encoder.cell_conv_motion": True, "encoder.finetune": True},
