@@ -114,6 +114,15 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
     seed_everything(cfg.seed)
     configure_threads(cfg.train.num_threads)
     distributed = init_distributed(cfg.device)  # torchrun's processes, or this one alone
+    try:
+        return train_and_finish(cfg, run_dir, distributed, policy_frames)
+    finally:
+        distributed.close()  # also when the run stops or fails: its process group ends here, not at exit
+
+
+def train_and_finish(cfg: PretrainConfig, run_dir: Path, distributed: Distributed,
+                     policy_frames: PolicyFrames | None) -> dict[str, Any]:
+    """The body of :func:`pretrain`: data, model, resume, training and the final outputs."""
     distributed.local_batch_size(cfg.train.batch_size)  # a batch that does not split stops before any work
     device = distributed.device
 
@@ -138,7 +147,6 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
     run.start_step = resume(run)
     if run.start_step >= cfg.train.steps and (run_dir / METRICS).exists():
         log.info("run %s already finished %d steps; nothing to do", run_dir, run.start_step)
-        distributed.close()
         return json.loads((run_dir / METRICS).read_text())
 
     if run.start_step > 0 and run.is_writer:  # a finished run trained further: its figures are of an older encoder
@@ -149,9 +157,7 @@ def pretrain(cfg: PretrainConfig, policy_frames: PolicyFrames | None = None) -> 
     if run.start_step == 0:  # a resumed model already holds its background in its weights
         model.set_background(run.foreground.background[0])
     throughput = train_loop(run)
-    metrics = finish(run, throughput)
-    distributed.close()
-    return metrics
+    return finish(run, throughput)
 
 
 def env_settings(cfg: PretrainConfig) -> tuple[PreprocessSpec, dict[str, Any]]:
