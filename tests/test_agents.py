@@ -1225,7 +1225,7 @@ def test_cell_conv_motion_is_an_option_of_the_cell_reading(runs: Path, tmp_path:
                                           r"are .*: set encoder.cell_conv_motion=false, or pretrain with"):
         run_observations(sums, torch.device("cpu"))
     for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_motion": True},
-                              "encoder.cell_conv_motion and encoder.cell_conv_spread shape the cell convolutions"),
+                              "encoder.cell_conv_motion, encoder.cell_conv_spread and encoder.cell_conv_asinh shape the cell"),
                              ({"encoder.cell_conv_motion": True, "encoder.shared_layers": [32]},
                               "encoder.shared_layers=[32] asks for another reading: leave encoder.shared_layers at its"),
                              ({"encoder.cell_conv_motion": True, "encoder.finetune": True},
@@ -1275,9 +1275,43 @@ def test_cell_conv_spread_is_an_option_of_the_cell_reading(runs: Path, tmp_path:
     for changes, message in (({"encoder.cell_conv_spread": 0},
                               "encoder.cell_conv_spread is the cells' spread as the convolutions read them, > 0; got 0"),
                              ({"encoder.cell_conv": False, "encoder.cell_conv_spread": 0.1},
-                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto"),
+                              "encoder.cell_conv_asinh shape the cell convolutions: set encoder.cell_conv=auto"),
                              ({"encoder.cell_conv_spread": 0.1, "encoder.shared_layers": [32]},
                               "asks for another reading: leave encoder.shared_layers at its default, or set encoder.cell_conv_spread=1.0")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(runs, **changes)
+
+
+def test_cell_conv_asinh_reads_small_cells_as_they_are_and_large_ones_on_a_log_scale() -> None:
+    """The same fit, through asinh: a cell of 0.1 stays about 0.1, one of 20 (a hole in the wall) reads about 3.7,
+    so a ball's cell of 3.5 goes from a sixth of the hole's size to half of it."""
+    layout = {"start": 3, "cells": 6, "size": 39}
+    space = spaces.Box(-np.inf, np.inf, (78,), np.float32)
+    observations = torch.as_tensor(cell_batch(np.random.default_rng(0), 400, place=(1, 2)))
+    linear, squashed = (CellConvFeatures(space, layout, stack=2, asinh=asinh) for asinh in (False, True))
+    seen: dict[bool, torch.Tensor] = {}
+    for extractor in (linear, squashed):
+        extractor.fit(observations)
+        extractor.cnn[0].register_forward_hook(
+            lambda module, inputs, output, asinh=extractor.asinh: seen.update({asinh: inputs[0]}))
+        extractor(observations)
+    torch.testing.assert_close(squashed.cell_scale, linear.cell_scale)  # the same scale, read otherwise
+    torch.testing.assert_close(seen[True], torch.asinh(seen[False]))
+    assert torch.asinh(torch.tensor([0.1, 3.5, -20.0])).tolist() == pytest.approx([0.0998, 1.9657, -3.6895], abs=1e-4)
+
+
+def test_cell_conv_asinh_is_an_option_of_the_cell_reading(runs: Path, tmp_path: Path) -> None:
+    trained = config(runs, **{"eval.every": 0, "video.steps": 0, "total_steps": 64,
+                              "encoder.path": str(cells_encoder(tmp_path, foreground_sums=False)),
+                              "encoder.cell_conv_asinh": True})
+    train_agent(trained)
+    extractor = load_agent(trained.output_dir, device="cpu", n_envs=1).model.policy.features_extractor
+    assert isinstance(extractor, CellConvFeatures) and extractor.asinh  # reloaded as it was trained
+    for changes, message in (({"encoder.cell_conv": False, "encoder.cell_conv_asinh": True},
+                              "encoder.cell_conv_asinh shape the cell convolutions: set encoder.cell_conv=auto"),
+                             ({"encoder.cell_conv_asinh": True, "encoder.standardize": False},
+                              ("asks for another reading: leave encoder.standardize at its default, or set "
+                               "encoder.cell_conv_asinh=false"))):
         with pytest.raises(ConfigError, match=re.escape(message)):
             config(runs, **changes)
 

@@ -118,6 +118,9 @@ class EncoderOptions:
     cell_conv_spread: float = CELL_CONV_SPREAD
     """The cells' spread over random play as ``cell_conv`` reads them (:data:`agents.rl.features.CELL_CONV_SPREAD`):
     1 standardises them; 0.1 reads a paddle near 1, as NatureCNN reads pixels."""
+    cell_conv_asinh: bool = False
+    """``cell_conv`` reads each scaled cell through ``asinh`` (linear near zero, logarithmic beyond), so a ball's few
+    pixels are not dwarfed by the paddle or a hole in the wall (:class:`agents.rl.features.CellConvFeatures`)."""
     finetune: bool = False
     """Put the encoder inside the policy and train it with the policy (else: frozen, encoded in the env wrapper)."""
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -185,12 +188,13 @@ class EncoderOptions:
                               f"got {self.cell_conv_spread} (the default is {CELL_CONV_SPREAD})")
         if self.cell_conv is False and (self.cell_conv_widths != list(CELL_CONV_WIDTHS)
                                         or self.cell_conv_features != CELL_CONV_FEATURES or self.cell_conv_motion
-                                        or self.cell_conv_spread != CELL_CONV_SPREAD):
-            raise ConfigError("encoder.cell_conv_widths, encoder.cell_conv_features, encoder.cell_conv_motion and "
-                              "encoder.cell_conv_spread shape the cell convolutions: set encoder.cell_conv=auto or "
-                              "true, or leave them at their defaults")
+                                        or self.cell_conv_spread != CELL_CONV_SPREAD or self.cell_conv_asinh):
+            raise ConfigError("encoder.cell_conv_widths, encoder.cell_conv_features, encoder.cell_conv_motion, "
+                              "encoder.cell_conv_spread and encoder.cell_conv_asinh shape the cell convolutions: set "
+                              "encoder.cell_conv=auto or true, or leave them at their defaults")
         for name, asked, off in (("cell_conv_motion", self.cell_conv_motion, "false"),
-                                 ("cell_conv_spread", self.cell_conv_spread != CELL_CONV_SPREAD, str(CELL_CONV_SPREAD))):
+                                 ("cell_conv_spread", self.cell_conv_spread != CELL_CONV_SPREAD, str(CELL_CONV_SPREAD)),
+                                 ("cell_conv_asinh", self.cell_conv_asinh, "false")):
             if asked and self.cell_conv == "auto" and (other := self.other_reading()) is not None:
                 raise ConfigError(f"encoder.{name} is an option of the cell convolutions, but encoder.{other} asks for "
                                   f"another reading: leave encoder.{other.split('=')[0]} at its default, or set "

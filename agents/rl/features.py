@@ -517,6 +517,10 @@ class CellConvFeatures(BaseFeaturesExtractor):
             hole in the wall (late-game holes are ten times the ball's few pixels); as its own channels, what
             moved stands out at its own size and what stands still is zero.
         spread: the cells' spread over random play as the convolutions read them (:data:`CELL_CONV_SPREAD`).
+        asinh: read each scaled cell (and change) through ``asinh``: as it is near zero, logarithmic beyond, so the
+            ball's few pixels (3-4 at spread 1 on Breakout) are not dwarfed by the paddle (about 10) or a
+            late-game hole in the wall (about -20) the way they are in the sums; NatureCNN sees every object's
+            pixels at the same brightness whatever its size.
     """
 
     kernel = 3
@@ -526,7 +530,7 @@ class CellConvFeatures(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Box, layout: dict[str, int], stack: int,
                  features_dim: int = CELL_CONV_FEATURES, widths: Sequence[int] = CELL_CONV_WIDTHS,
                  floor: float = STANDARDIZE_FLOOR, clip: float = 5.0, motion: bool = False,
-                 spread: float = CELL_CONV_SPREAD) -> None:
+                 spread: float = CELL_CONV_SPREAD, asinh: bool = False) -> None:
         self.layout = CellLayout(**layout)
         self.stack = int(stack)
         self.motion = bool(motion)
@@ -538,6 +542,7 @@ class CellConvFeatures(BaseFeaturesExtractor):
             raise ValueError(f"CellConvFeatures(spread=...) is the cells' spread as the convolutions read them, > 0; "
                              f"got {spread}")
         self.spread = float(spread)
+        self.asinh = bool(asinh)
         if not widths or min(widths) < 1 or features_dim < 1:
             raise ValueError(f"CellConvFeatures needs positive filter counts and features_dim, got widths={list(widths)} "
                              f"and features_dim={features_dim}")
@@ -576,6 +581,8 @@ class CellConvFeatures(BaseFeaturesExtractor):
             signal = torch.cat([signal, signal[:, 1:] - signal[:, :-1]], dim=1)
         if not self.layout.signed:
             signal = signal.clamp(-self.cell_clip, self.cell_clip)
+        if self.asinh:
+            signal = torch.asinh(signal)
         rest = ((unordered - self.mean) / self.scale).clamp(-self.clip, self.clip)
         return self.join(torch.cat([self.cnn(signal), rest], dim=1))
 

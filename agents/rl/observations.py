@@ -103,7 +103,7 @@ class LatentObservations(Observations):
     (:class:`~agents.rl.features.ProjectionConvFeatures`), their grid of cells by 2-D convolutions with
     ``cell_conv`` (:class:`~agents.rl.features.CellConvFeatures`, ``cell_conv_widths`` filters and a
     ``cell_conv_features``-unit join, with each grid's change as channels too where ``cell_conv_motion``, the
-    cells at ``cell_conv_spread``)."""
+    cells at ``cell_conv_spread``, through ``asinh`` where ``cell_conv_asinh``)."""
 
     encoder: Encoder
     mode: str = "mean"
@@ -122,6 +122,7 @@ class LatentObservations(Observations):
     cell_conv_features: int = CELL_CONV_FEATURES
     cell_conv_motion: bool = False
     cell_conv_spread: float = CELL_CONV_SPREAD
+    cell_conv_asinh: bool = False
 
     threads: ClassVar[int] = 1
 
@@ -158,6 +159,7 @@ class LatentObservations(Observations):
                                                   "features_dim": self.cell_conv_features,
                                                   "motion": self.cell_conv_motion,
                                                   "spread": self.cell_conv_spread,
+                                                  "asinh": self.cell_conv_asinh,
                                                   "floor": self.standardize_floor}}
         if self.projection_conv:
             layout = self.encoder.model.projections()
@@ -298,7 +300,8 @@ def observations_for(cfg: TrainAgentConfig, encoder: Encoder | None, has_images:
                               cell_conv_widths=tuple(options.cell_conv_widths),
                               cell_conv_features=options.cell_conv_features,
                               cell_conv_motion=options.cell_conv_motion,
-                              cell_conv_spread=options.cell_conv_spread)
+                              cell_conv_spread=options.cell_conv_spread,
+                              cell_conv_asinh=options.cell_conv_asinh)
 
 
 def random_play(env: VecEnv, steps: int) -> np.ndarray:
