@@ -50,7 +50,7 @@ from agents.rl.observations import (
     RawObservations,
     random_play,
 )
-from agents.safe_load import load_replay_buffer
+from agents.safe_load import load_algorithm, load_replay_buffer
 from vaerl.checkpoint import load_model, save_checkpoint
 from vaerl.cli import parse_config
 from vaerl.config import from_dict
@@ -312,6 +312,36 @@ def test_finished_run_trains_further_when_asked_for_more_steps(runs: Path, monke
     clock = [h["train_seconds"] for h in json.loads((cfg.output_dir / "evaluations.json").read_text())]
     assert clock == sorted(clock) and result["train_seconds"] >= clock[-1] > first["train_seconds"]
     assert load_agent(cfg.output_dir, device="cpu").model.num_timesteps == result["total_steps"]
+
+
+def _last_schedules(run_dir: Path) -> tuple[float, float]:
+    """The learning rate of a finished run's last update and its clip range at the end of its plan's share."""
+    model = load_algorithm(PPO, run_dir / "agent.zip")
+    return model.policy.optimizer.param_groups[0]["lr"], model.clip_range(0.0)
+
+
+def test_schedule_steps_plans_the_schedules_for_a_longer_run(runs: Path) -> None:
+    linear = {"eval.every": 0, "video.steps": 0, "agent.hyperparams.clip_range": "lin_0.1"}
+    train_agent(config(runs, **linear, run_dir=str(runs / "own")))
+    assert _last_schedules(runs / "own") == (pytest.approx(0.0), pytest.approx(0.0))  # planned for its 128 steps
+    train_agent(config(runs, **linear, schedule_steps=512, run_dir=str(runs / "first-quarter")))
+    assert _last_schedules(runs / "first-quarter") == (pytest.approx(2.5e-4 * 0.75), pytest.approx(0.1 * 0.75))
+    assert json.loads((runs / "first-quarter/config.json").read_text())["schedule_steps"] == 512
+    with pytest.raises(ConfigError, match=r"schedule_steps=64 is below total_steps=128.*schedule_steps >= total_steps"):
+        config(runs, schedule_steps=64)
+
+
+def test_a_run_trained_further_on_one_plan_goes_on_as_one_run_of_it(runs: Path) -> None:
+    linear = {"eval.every": 0, "video.steps": 0, "agent.hyperparams.clip_range": "lin_0.1"}
+    planned = config(runs, **linear, schedule_steps=256, total_steps=64)
+    train_agent(planned)
+    assert _last_schedules(planned.output_dir) == (pytest.approx(2.5e-4 * 0.75), pytest.approx(0.1 * 0.75))
+    train_agent(replace(planned, total_steps=128))  # on along the 256-step plan, not back up to where 128 would be
+    assert _last_schedules(planned.output_dir) == (pytest.approx(2.5e-4 * 0.5), pytest.approx(0.1 * 0.5))
+    unplanned = config(runs, **linear, total_steps=64, run_dir=str(runs / "unplanned"))
+    train_agent(unplanned)
+    train_agent(replace(unplanned, total_steps=128))  # without a plan the extension decays to 0 at its new total
+    assert _last_schedules(unplanned.output_dir) == (pytest.approx(0.0), pytest.approx(0.0))
 
 
 def test_a_resumed_run_goes_on_evaluating_as_it_started_unless_told_otherwise(runs: Path) -> None:

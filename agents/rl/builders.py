@@ -11,7 +11,7 @@ from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
-from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.utils import FloatSchedule, LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from vaerl.errors import ConfigError
@@ -47,21 +47,26 @@ def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> No
                       + (" or ".join(f"agent={name}" for name in fits) if fits else "another env"))
 
 
-def schedule(value: Any) -> Any:
-    """``"lin_2.5e-4"`` -> a linear schedule from 2.5e-4 to 0 (the RL Zoo's notation); numbers pass through."""
+def schedule(value: Any, horizon: float = 1.0) -> Any:
+    """``"lin_2.5e-4"`` -> a linear schedule from 2.5e-4 to 0 (the RL Zoo's notation); numbers pass through.
+
+    ``horizon`` is the length of the schedule in runs: SB3 calls a schedule with the fraction of ``learn``'s total
+    left, so with ``horizon`` 10 the value falls by a tenth of its start over the run, as in the first tenth of a
+    run ten times as long."""
     if isinstance(value, str) and value.startswith("lin_"):
-        return LinearSchedule(float(value[4:]), 0.0, 1.0)
+        return LinearSchedule(float(value[4:]), 0.0, horizon)
     if isinstance(value, str):
         raise ConfigError(f"cannot read schedule {value!r}: give a number or 'lin_<initial value>'")
     return value
 
 
-def model_kwargs(settings: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
-    """Turn YAML settings into SB3 constructor arguments (schedules, optimizer names, action noise)."""
+def model_kwargs(settings: dict[str, Any], action_space: spaces.Space, horizon: float = 1.0) -> dict[str, Any]:
+    """Turn YAML settings into SB3 constructor arguments (schedules over ``horizon`` runs, optimizer names, action
+    noise)."""
     kwargs = {k: v for k, v in settings.items() if k != "policy"}
     for key in SCHEDULED:
         if key in kwargs:
-            kwargs[key] = schedule(kwargs[key])
+            kwargs[key] = schedule(kwargs[key], horizon)
     policy_kwargs = dict(kwargs.pop("policy_kwargs", None) or {})
     if "optimizer_class" in policy_kwargs:
         name = policy_kwargs["optimizer_class"]
@@ -87,9 +92,11 @@ def build_agent(
     device: torch.device,
     tensorboard_log: str | None,
     extra_policy_kwargs: dict[str, Any] | None = None,
+    horizon: float = 1.0,
 ) -> BaseAlgorithm:
-    """A fresh SB3 model of ``algo`` on ``env`` with ``settings`` (see ``configs/agent/*.yaml``)."""
-    kwargs = model_kwargs(settings, env.action_space)
+    """A fresh SB3 model of ``algo`` on ``env`` with ``settings`` (see ``configs/agent/*.yaml``), its schedules
+    over ``horizon`` times the steps it will learn for."""
+    kwargs = model_kwargs(settings, env.action_space, horizon)
     if extra_policy_kwargs:
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **extra_policy_kwargs}
     try:
@@ -97,3 +104,18 @@ def build_agent(
                                      verbose=0, **kwargs)
     except TypeError as exc:  # an unknown hyperparameter name
         raise ConfigError(f"invalid hyperparameters for {algo.upper()}: {exc}") from exc
+
+
+def set_schedules(model: BaseAlgorithm, settings: dict[str, Any], horizon: float = 1.0) -> None:
+    """Give a loaded model the schedules of ``settings`` over ``horizon`` times the steps it is about to learn for
+    (its total, counted from step 0): a run resumed or trained further keeps its config's schedules, not those
+    pickled for the total it had when it was saved."""
+    for key in SCHEDULED:
+        if key not in settings or not hasattr(model, key):
+            continue
+        value = schedule(settings[key], horizon)
+        if key == "learning_rate":
+            model.learning_rate = value
+            model.lr_schedule = FloatSchedule(value)
+        elif value is not None:
+            setattr(model, key, FloatSchedule(value))

@@ -255,6 +255,11 @@ class TrainAgentConfig:
     """``true``: the agent sees encoder latents; ``false``: the pixel baseline (NatureCNN on 4 stacked frames)."""
     total_steps: int = 100_000
     """Agent steps (env steps summed over envs; one agent step = 4 Atari frames)."""
+    schedule_steps: int | None = None
+    """Agent steps the schedules that decay with progress (``lin_2.5e-4``) are planned for; ``None``: ``total_steps``.
+    Larger, a run trains the first ``total_steps`` of that longer plan: the RL Zoo's Atari PPO plans 10M steps, so
+    ``schedule_steps=10000000 total_steps=1000000`` is its first million. A run trained further with more
+    ``total_steps`` and the same ``schedule_steps`` goes on as one run of the longer plan would."""
     seed: int = 0
     """Seeds python, numpy, torch, the envs and their action spaces."""
     device: str = "auto"
@@ -277,6 +282,15 @@ class TrainAgentConfig:
     def __post_init__(self) -> None:
         if self.total_steps < 1:
             raise ConfigError(f"total_steps must be >= 1, got {self.total_steps}")
+        if self.schedule_steps is not None and self.schedule_steps < self.total_steps:
+            raise ConfigError(f"schedule_steps={self.schedule_steps} is below total_steps={self.total_steps}: the "
+                              f"schedules would reach 0 at step {self.schedule_steps} and the rest of the run would not "
+                              f"learn. Pass schedule_steps >= total_steps, or leave it out to plan them for total_steps")
+
+    @property
+    def schedule_horizon(self) -> float:
+        """The schedules' length in runs of ``total_steps`` (see :func:`agents.rl.builders.schedule`)."""
+        return 1.0 if self.schedule_steps is None else self.schedule_steps / self.total_steps
 
     @property
     def output_dir(self) -> Path:

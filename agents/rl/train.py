@@ -35,7 +35,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import configure_logger
 from torch.utils.tensorboard import SummaryWriter
 
-from agents.rl.builders import algorithm_class, build_agent, check_action_space
+from agents.rl.builders import algorithm_class, build_agent, check_action_space, set_schedules
 from agents.rl.callbacks import (
     CHECKPOINT,
     PeriodicEval,
@@ -79,7 +79,8 @@ class RunStart(Enum):
     EXTEND = "extend"
     """A finished run asked for more ``total_steps`` than it reached: continue from its ``agent.zip``. Schedules
     that decay with progress (RL Zoo's ``lin_2.5e-4``) follow the new total from where the run stands, so they
-    jump back up: an extended run is not the run that had planned the longer budget from its start."""
+    jump back up: an extended run is not the run that had planned the longer budget from its start, unless both
+    stages name that budget as ``schedule_steps``."""
 
 
 def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
@@ -232,15 +233,20 @@ def _load_or_build(
         if isinstance(model, OffPolicyAlgorithm) and buffer is not None:
             load_replay_buffer(model, buffer)
         _continue_tensorboard(model, tensorboard, cfg.agent.algo)
-        if start is RunStart.EXTEND:
+        set_schedules(model, settings, cfg.schedule_horizon)
+        if start is RunStart.EXTEND and cfg.schedule_steps is None:
             log.warning("extending the finished run %s from step %d to %d: schedules that decay with progress "
-                        "restart from %.0f%% of the way", run_dir, model.num_timesteps, cfg.total_steps,
-                        100 * model.num_timesteps / cfg.total_steps)
+                        "restart from %.0f%% of the way (pass schedule_steps to plan them for a longer run from the "
+                        "start)", run_dir, model.num_timesteps, cfg.total_steps, 100 * model.num_timesteps / cfg.total_steps)
+        elif start is RunStart.EXTEND:
+            log.info("extending the finished run %s from step %d to %d, its schedules planned for %d steps",
+                     run_dir, model.num_timesteps, cfg.total_steps, cfg.schedule_steps)
         else:
             log.info("resuming %s from step %d", source, model.num_timesteps)
         return model
     model = build_agent(cfg.agent.algo, settings, env, policy=policy, seed=cfg.seed, device=device,
-                        tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs())
+                        tensorboard_log=tensorboard, extra_policy_kwargs=observations.policy_kwargs(),
+                        horizon=cfg.schedule_horizon)
     observations.initialise(model, run_dir / CHECKPOINT_FILE)
     log.info("%s reads the observations with %s", policy, type(model.policy.features_extractor).__name__)
     return model
