@@ -4,7 +4,8 @@ learning curves (against agent steps and against wall-clock time).
     python scripts/summarize.py runs/agent                 # after train_agent.py -m ...
     python scripts/summarize.py runs/pretrain [--out DIR]  # after pretrain_vae.py -m ...
 
-Writes summary.md and curves.png into the sweep directory (or --out) and prints the table.
+Writes summary.md, curves.png and curves.json (every run's figures and curves, to redraw or compare once the
+runs are gone) into the sweep directory (or --out) and prints the table.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from vaerl.summary import summarize
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="the sweep's directory (hydra.sweep.dir), e.g. runs/agent")
-    parser.add_argument("--out", type=Path, default=None, help="where to write summary.md and curves.png")
+    parser.add_argument("--out", type=Path, default=None, help="where to write summary.md, curves.png and curves.json")
     args = parser.parse_args()
     summary = run_main(lambda: summarize(args.sweep_dir, args.out))
     print(summary.table)
-    print(f"wrote {summary.table_path}" + (f" and {summary.plot_path}" if summary.plot_path else " (no curves to plot)"))
+    plot = f", {summary.plot_path}" if summary.plot_path else " (no curves to plot)"
+    print(f"wrote {summary.table_path}{plot} and {summary.data_path}")
 
 
 if __name__ == "__main__":

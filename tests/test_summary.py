@@ -51,6 +51,48 @@ def test_table_reports_mean_and_std_over_seeds_per_game_and_setting(sweep: Path)
     assert image.ndim == 3 and image.shape[0] > 400  # a row of two panels per game
 
 
+def test_curves_json_keeps_every_runs_figures_and_curve(sweep: Path) -> None:
+    summary = summarize(sweep)
+    records = json.loads(summary.data_path.read_text())
+    assert len(records) == 12
+    by_path = {record["path"]: record for record in records}
+    record = by_path["Breakout/ppo-latenttrue/seed2"]
+    assert (record["kind"], record["game"], record["setting"], record["seed"]) == ("agent", "Breakout", "ppo-latenttrue", 2)
+    assert record["final"]["return"] == 14.0 and record["final"]["steps"] == 3000
+    # the two evaluations and the final one close the curve: 1/3, 2/3 and all of the final return, at 100 steps/s
+    assert record["curve"]["steps"] == [1000.0, 2000.0, 3000.0]
+    np.testing.assert_allclose(record["curve"]["values"], [14 / 3, 28 / 3, 14.0])
+    np.testing.assert_allclose(record["curve"]["seconds"], [10.0, 20.0, 30.0])
+    assert record["curve"]["label"] == "evaluation return"
+    assert record["training_curve"] is None  # these runs logged no TensorBoard scalars
+
+
+def test_curves_json_keeps_the_training_return_from_tensorboard(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
+    write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=3000)
+    writer = SummaryWriter(str(run_dir / "tb" / "PPO_1"))
+    for step, value, wall in ((1024, 1.5, 1_000_000.0), (2048, 2.5, 1_000_010.0), (3072, 4.0, 1_000_020.0)):
+        writer.add_scalar("rollout/ep_rew_mean", value, step, walltime=wall)
+    writer.close()
+    (record,) = json.loads(summarize(tmp_path / "sweep").data_path.read_text())
+    training = record["training_curve"]
+    assert training["steps"] == [1024.0, 2048.0, 3072.0] and training["values"] == [1.5, 2.5, 4.0]
+    # 1024 steps per 10 s of events, and the same speed before the first one
+    np.testing.assert_allclose(training["seconds"], [10.0, 20.0, 30.0])
+
+
+def test_curves_json_writes_unknown_numbers_as_null(tmp_path: Path) -> None:
+    run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
+    write_agent_run(run_dir, 30.0, 0)
+    final = json.loads((run_dir / "eval.json").read_text())
+    del final["fps"], final["train_seconds"]  # no speed and no clock: the seconds are unknown
+    (run_dir / "eval.json").write_text(json.dumps(final))
+    text = summarize(tmp_path / "sweep").data_path.read_text()
+    assert "NaN" not in text  # strict JSON, not Python's extension
+    (record,) = json.loads(text)
+    assert record["final"]["fps"] is None and record["curve"]["seconds"] == [None, None, None]
+
+
 def test_wall_clock_comes_from_tensorboard_event_times(tmp_path: Path) -> None:
     run_dir = tmp_path / "sweep" / "Breakout" / "ppo-latenttrue" / "seed0"
     write_agent_run(run_dir, 30.0, 0, fps=100.0, steps=3000)
@@ -187,4 +229,5 @@ def test_script_prints_the_table(sweep: Path, tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "| Breakout | ppo-latenttrue | 0,1,2 | 12.0 ± 2.0 |" in result.stdout
-    assert (out / "summary.md").exists() and (out / "curves.png").exists()
+    assert (out / "summary.md").exists() and (out / "curves.png").exists() and (out / "curves.json").exists()
+    assert f"{out / 'curves.json'}" in result.stdout

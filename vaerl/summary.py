@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TABLE_FILE = "summary.md"
 PLOT_FILE = "curves.png"
+DATA_FILE = "curves.json"
 _SEED = re.compile(r"^seed(\d+)$")
 
 
@@ -56,6 +57,8 @@ class Run:
     final: dict[str, float]
     """The figures of the table, by column name."""
     curve: Curve | None = None
+    training_curve: Curve | None = None
+    """Agents only: SB3's training return (``rollout/ep_rew_mean``, the mean over the last 100 episodes)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class Summary:
     table: str
     table_path: Path
     plot_path: Path | None
+    data_path: Path
+    """Every run's figures and curve as JSON: what the table and the plot were made from, kept once the runs are gone."""
     groups: list[Group]
 
 
@@ -86,12 +91,13 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
                  ("foreground_mse", "foreground MSE", 4), ("frames_per_s", "frames/s", 0)],
 }
 CURVE_LABEL = {"agent": "evaluation return", "pretrain": "validation loss (nats/frame)"}
+TRAINING_RETURN_TAG = "rollout/ep_rew_mean"
 STEP_LABEL = {"agent": "agent steps", "pretrain": "gradient steps"}
 
 
 def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Summary:
-    """Write ``summary.md`` and ``curves.png`` for every run below ``sweep_dir`` (into ``out_dir``, default
-    ``sweep_dir``) and return the table."""
+    """Write ``summary.md``, ``curves.png`` and ``curves.json`` for every run below ``sweep_dir`` (into ``out_dir``,
+    default ``sweep_dir``) and return the table."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir} is not a directory: pass a sweep directory (hydra.sweep.dir, e.g. runs/agent)")
@@ -103,10 +109,12 @@ def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Summa
     out = Path(out_dir) if out_dir is not None else sweep_dir
     table = markdown_table(groups)
     table_path = atomic_write(out / TABLE_FILE, lambda tmp: tmp.write_text(table))
+    data = json.dumps(runs_as_json(groups, sweep_dir), indent=1)
+    data_path = atomic_write(out / DATA_FILE, lambda tmp: tmp.write_text(data))
     plot_path = out / PLOT_FILE
     if not plot_curves(groups, plot_path):
         plot_path = None
-    return Summary(table, table_path, plot_path, groups)
+    return Summary(table, table_path, plot_path, data_path, groups)
 
 
 # ---------------------------------------------------------------------------------------------- reading runs
@@ -174,7 +182,16 @@ def _agent_run(run_dir: Path, final: dict[str, Any], game: str, setting: str, se
     if curve is not None and np.isfinite(curve.seconds[-1]):
         seconds = float(curve.seconds[-1])  # the whole run's training time, also where it was resumed
     figures = {"return": float(final["mean_return"]), "steps": total, "fps": fps, "hours": seconds / 3600}
-    return Run(run_dir, "agent", game, setting, seed, figures, curve)
+    return Run(run_dir, "agent", game, setting, seed, figures, curve, _training_curve(run_dir, fps))
+
+
+def _training_curve(run_dir: Path, fps: float) -> Curve | None:
+    segments = tensorboard_segments(run_dir / "tb", TRAINING_RETURN_TAG)
+    series = merge_segments(segments)
+    if series is None:
+        return None
+    steps, values, _ = series
+    return Curve(steps, values, clock_at(segments, steps, 1 / fps if fps and np.isfinite(fps) else np.nan))
 
 
 def _pretrain_run(run_dir: Path, metrics: dict[str, Any], game: str, setting: str, seed: int | None) -> Run:
@@ -339,6 +356,32 @@ def mean_curve(curves: Sequence[Curve], x: str) -> tuple[np.ndarray, np.ndarray,
     grid = np.unique(np.concatenate([a[a <= end] for a in axes]))
     values = np.stack([np.interp(grid, a, c.values) for a, c in zip(axes, curves)])
     return grid, values.mean(axis=0), values.std(axis=0)
+
+
+def runs_as_json(groups: Sequence[Group], sweep_dir: Path) -> list[dict[str, Any]]:
+    """One record per run: its labels, its figures, its curve and (agents) its training-return curve, each as
+    steps, values and training seconds, with unknown numbers as null so that any JSON reader takes the file."""
+
+    def numbers(values: Iterable[float]) -> list[float | None]:
+        return [float(v) if np.isfinite(v) else None for v in values]
+
+    def as_json(curve: Curve | None, label: str) -> dict[str, Any] | None:
+        if curve is None:
+            return None
+        return {"label": label, "steps": numbers(curve.steps), "values": numbers(curve.values),
+                "seconds": numbers(curve.seconds)}
+
+    records = []
+    for group in groups:
+        for run in group.runs:
+            records.append({
+                "kind": run.kind, "game": run.game, "setting": run.setting, "seed": run.seed,
+                "path": run.path.relative_to(sweep_dir).as_posix(),
+                "final": dict(zip(run.final, numbers(run.final.values()))),
+                "curve": as_json(run.curve, CURVE_LABEL[run.kind]),
+                "training_curve": as_json(run.training_curve, "training return (last 100 episodes)"),
+            })
+    return records
 
 
 def plot_curves(groups: Sequence[Group], path: Path) -> bool:
