@@ -109,7 +109,7 @@ def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Summa
     out = Path(out_dir) if out_dir is not None else sweep_dir
     table = markdown_table(groups)
     table_path = atomic_write(out / TABLE_FILE, lambda tmp: tmp.write_text(table))
-    data = json.dumps(runs_as_json(groups, sweep_dir), indent=1)
+    data = "[\n" + ",\n".join(json.dumps(record) for record in runs_as_json(groups, sweep_dir)) + "\n]\n"  # a run a line
     data_path = atomic_write(out / DATA_FILE, lambda tmp: tmp.write_text(data))
     plot_path = out / PLOT_FILE
     if not plot_curves(groups, plot_path):
@@ -360,15 +360,16 @@ def mean_curve(curves: Sequence[Curve], x: str) -> tuple[np.ndarray, np.ndarray,
 
 def runs_as_json(groups: Sequence[Group], sweep_dir: Path) -> list[dict[str, Any]]:
     """One record per run: its labels, its figures, its curve and (agents) its training-return curve, each as
-    steps, values and training seconds, with unknown numbers as null so that any JSON reader takes the file."""
+    steps, values and training seconds. Unknown numbers are null, so that any JSON reader takes the file, and the
+    others keep 7 significant digits, as many as TensorBoard's 32-bit scalars hold."""
 
     def numbers(values: Iterable[float]) -> list[float | None]:
-        return [float(v) if np.isfinite(v) else None for v in values]
+        return [float(f"{v:.7g}") if np.isfinite(v) else None for v in values]
 
     def as_json(curve: Curve | None, label: str) -> dict[str, Any] | None:
         if curve is None:
             return None
-        return {"label": label, "steps": numbers(curve.steps), "values": numbers(curve.values),
+        return {"label": label, "steps": [int(step) for step in curve.steps], "values": numbers(curve.values),
                 "seconds": numbers(curve.seconds)}
 
     records = []
