@@ -79,7 +79,7 @@ class Summary:
     table_path: Path
     plot_path: Path | None
     data_path: Path
-    """Every run's figures and curve as JSON: what the table and the plot were made from, kept once the runs are gone."""
+    """Every run's figures and curves as JSON: what the table and the plot were made from, kept once the runs are gone."""
     groups: list[Group]
 
 
@@ -360,8 +360,8 @@ def mean_curve(curves: Sequence[Curve], x: str) -> tuple[np.ndarray, np.ndarray,
 
 def runs_as_json(groups: Sequence[Group], sweep_dir: Path) -> list[dict[str, Any]]:
     """One record per run: its labels, its figures, its curve and (agents) its training-return curve, each as
-    steps, values and training seconds. Unknown numbers are null, so that any JSON reader takes the file, and the
-    others keep 7 significant digits, as many as TensorBoard's 32-bit scalars hold."""
+    steps, values and training seconds. Unknown numbers are null, so that any JSON reader takes the file; the
+    curves' values and seconds keep 7 significant digits, as many as TensorBoard's 32-bit scalars hold."""
 
     def numbers(values: Iterable[float]) -> list[float | None]:
         return [float(f"{v:.7g}") if np.isfinite(v) else None for v in values]
@@ -378,7 +378,7 @@ def runs_as_json(groups: Sequence[Group], sweep_dir: Path) -> list[dict[str, Any
             records.append({
                 "kind": run.kind, "game": run.game, "setting": run.setting, "seed": run.seed,
                 "path": run.path.relative_to(sweep_dir).as_posix(),
-                "final": dict(zip(run.final, numbers(run.final.values()))),
+                "final": {key: float(value) if np.isfinite(value) else None for key, value in run.final.items()},
                 "curve": as_json(run.curve, CURVE_LABEL[run.kind]),
                 "training_curve": as_json(run.training_curve, "training return (last 100 episodes)"),
             })
