@@ -182,29 +182,16 @@ def _agent_run(run_dir: Path, final: dict[str, Any], game: str, setting: str, se
     if curve is not None and np.isfinite(curve.seconds[-1]):
         seconds = float(curve.seconds[-1])  # the whole run's training time, also where it was resumed
     figures = {"return": float(final["mean_return"]), "steps": total, "fps": fps, "hours": seconds / 3600}
-    return Run(run_dir, "agent", game, setting, seed, figures, curve, _training_curve(run_dir, fps))
-
-
-def _training_curve(run_dir: Path, fps: float) -> Curve | None:
-    segments = tensorboard_segments(run_dir / "tb", TRAINING_RETURN_TAG)
-    series = merge_segments(segments)
-    if series is None:
-        return None
-    steps, values, _ = series
-    return Curve(steps, values, clock_at(segments, steps, 1 / fps if fps and np.isfinite(fps) else np.nan))
+    training_curve = tensorboard_curve(run_dir / "tb", TRAINING_RETURN_TAG, 1 / fps if fps and np.isfinite(fps) else np.nan)
+    return Run(run_dir, "agent", game, setting, seed, figures, curve, training_curve)
 
 
 def _pretrain_run(run_dir: Path, metrics: dict[str, Any], game: str, setting: str, seed: int | None) -> Run:
     val = metrics.get("val", {})
     figures = {"loss": val.get("loss", np.nan), "bits_per_dim": val.get("bits_per_dim", np.nan),
                "foreground_mse": val.get("foreground_mse", np.nan), "frames_per_s": metrics.get("frames_per_s", np.nan)}
-    segments = tensorboard_segments(run_dir / "tb", "val/loss")
-    series = merge_segments(segments)
-    curve = None
-    if series is not None:
-        steps, values, _ = series
-        total, seconds = metrics.get("steps"), metrics.get("train_seconds")
-        curve = Curve(steps, values, clock_at(segments, steps, seconds / total if total and seconds else np.nan))
+    total, seconds = metrics.get("steps"), metrics.get("train_seconds")
+    curve = tensorboard_curve(run_dir / "tb", "val/loss", seconds / total if total and seconds else np.nan)
     return Run(run_dir, "pretrain", game, setting, seed, {k: float(v) for k, v in figures.items()}, curve)
 
 
@@ -228,6 +215,17 @@ def _seconds_at(run_dir: Path, history: list[dict[str, Any]], final: dict[str, A
         return np.interp(steps, at_step, seconds)
     seconds_per_step = 1 / fps if fps and np.isfinite(fps) else np.nan
     return clock_at(tensorboard_segments(run_dir / "tb", "eval/mean_return"), steps, seconds_per_step)
+
+
+def tensorboard_curve(tb_dir: Path, tag: str, seconds_per_step: float) -> Curve | None:
+    """``tag``'s curve from the event files below ``tb_dir``, its seconds from their event times
+    (:func:`clock_at`); None if no event file holds the tag."""
+    segments = tensorboard_segments(tb_dir, tag)
+    series = merge_segments(segments)
+    if series is None:
+        return None
+    steps, values, _ = series
+    return Curve(steps, values, clock_at(segments, steps, seconds_per_step))
 
 
 def clock_at(segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], steps: np.ndarray,
