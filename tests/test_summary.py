@@ -218,6 +218,41 @@ def test_mean_curve_stops_where_the_shortest_seed_stops() -> None:
     np.testing.assert_allclose(std, [0.0, 1.0])
 
 
+def test_runs_kept_in_an_earlier_curves_json_join_new_ones(sweep: Path, tmp_path: Path) -> None:
+    earlier = summarize(sweep, tmp_path / "earlier")
+    new_sweep = tmp_path / "new"
+    write_agent_run(new_sweep / "Breakout" / "ppo-latenttrue" / "seed3", 20.0, 3)  # joins the kept group
+    write_agent_run(new_sweep / "Breakout" / "ppo-lr2" / "seed0", 7.0, 0)
+    summary = summarize(new_sweep, tmp_path / "both", include=[earlier.data_path])
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:4])
+            for line in summary.table.splitlines() if line.startswith(("| Breakout", "| Pong"))}
+    assert ("Breakout", "ppo-latenttrue", "0,1,2,3", "14.0 ± 4.3") in rows  # 10, 12, 14 kept, 20 new
+    assert ("Breakout", "ppo-lr2", "0", "7.0") in rows
+    assert ("Pong", "ppo-latentfalse", "0,1,2", "-20.7 ± 0.6") in rows
+    records = {r["path"]: r for r in json.loads(summary.data_path.read_text())}
+    kept_before = {r["path"]: r for r in json.loads(earlier.data_path.read_text())}
+    assert records["Breakout/ppo-latenttrue/seed1"] == kept_before["Breakout/ppo-latenttrue/seed1"]  # a round trip
+    assert len(records) == 14
+
+
+def test_setting_patterns_keep_only_the_groups_asked_for(sweep: Path) -> None:
+    summary = summarize(sweep, settings=["*latentfalse"])
+    assert {(g.game, g.setting) for g in summary.groups} == {("Breakout", "ppo-latentfalse"), ("Pong", "ppo-latentfalse")}
+    with pytest.raises(ConfigError, match="no run's setting matches pixels-.*found are ppo-latentfalse, ppo-latenttrue"):
+        summarize(sweep, settings=["pixels-*"])
+
+
+def test_an_include_that_is_not_a_curves_json_says_so(sweep: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        summarize(sweep, include=[tmp_path / "missing.json"])
+    (tmp_path / "eval.json").write_text(json.dumps([{"mean_return": 1.0}]))
+    with pytest.raises(ConfigError, match="not a summary's curves.json .*'path'"):
+        summarize(sweep, include=[tmp_path / "eval.json"])
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(ConfigError, match="not JSON"):
+        summarize(sweep, include=[tmp_path / "broken.json"])
+
+
 def test_empty_directory_says_what_a_run_leaves(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="eval.json .* metrics.json"):
         summarize(tmp_path)
@@ -231,3 +266,16 @@ def test_script_prints_the_table(sweep: Path, tmp_path: Path) -> None:
     assert "| Breakout | ppo-latenttrue | 0,1,2 | 12.0 ± 2.0 |" in result.stdout
     assert (out / "summary.md").exists() and (out / "curves.png").exists() and (out / "curves.json").exists()
     assert f"{out / 'curves.json'}" in result.stdout
+
+
+def test_script_draws_kept_runs_beside_new_ones(sweep: Path, tmp_path: Path) -> None:
+    earlier = summarize(sweep, tmp_path / "earlier")
+    new_sweep = tmp_path / "new"
+    write_agent_run(new_sweep / "Breakout" / "ppo-lr2" / "seed0", 7.0, 0)
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "summarize.py"), str(new_sweep), "--out",
+                             str(tmp_path / "report"), "--include", str(earlier.data_path), "--setting", "ppo-lr*",
+                             "--setting", "*latentfalse"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "| Breakout | ppo-lr2 | 0 | 7.0 |" in result.stdout
+    assert "| Pong | ppo-latentfalse | 0,1,2 | -20.7 ± 0.6 |" in result.stdout
+    assert "ppo-latenttrue" not in result.stdout

@@ -10,11 +10,15 @@ Runs are grouped by their path below the sweep directory with the ``seed<N>`` pa
 ``ppo-latenttrue`` (plus the other swept overrides in the path, less those all runs share). Each group reports mean ± std over its seeds. Wall-clock positions come from the
 TensorBoard event times of the same scalars (time since the run's first event, so the downtime of a
 requeued job is included); without event files they are estimated from the run's mean speed.
+
+Runs whose directories are gone live on in the ``curves.json`` an earlier summary wrote: ``include`` reads
+them back, so new runs can be drawn and tabled beside them, and ``settings`` keeps only the groups asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import logging
 import re
@@ -95,16 +99,27 @@ TRAINING_RETURN_TAG = "rollout/ep_rew_mean"
 STEP_LABEL = {"agent": "agent steps", "pretrain": "gradient steps"}
 
 
-def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Summary:
+def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None, include: Sequence[str | Path] = (),
+              settings: Sequence[str] = ()) -> Summary:
     """Write ``summary.md``, ``curves.png`` and ``curves.json`` for every run below ``sweep_dir`` (into ``out_dir``,
-    default ``sweep_dir``) and return the table."""
+    default ``sweep_dir``) and return the table.
+
+    ``include``: ``curves.json`` files of earlier summaries, whose runs join these (a run of the same game and
+    setting joins that group). ``settings``: shell-style patterns (``pixels-*``); only runs whose setting matches
+    one are kept."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir} is not a directory: pass a sweep directory (hydra.sweep.dir, e.g. runs/agent)")
-    runs = find_runs(sweep_dir)
+    runs = find_runs(sweep_dir) + [run for path in include for run in runs_from_json(Path(path))]
     if not runs:
         raise ConfigError(f"no finished runs below {sweep_dir}: a run leaves eval.json (agents) or metrics.json "
                           "(pretraining); wait for the sweep to finish or point at its directory")
+    if settings:
+        kept = [run for run in runs if any(fnmatch.fnmatchcase(run.setting, pattern) for pattern in settings)]
+        if not kept:
+            found = ", ".join(sorted({run.setting for run in runs}))
+            raise ConfigError(f"no run's setting matches {', '.join(settings)}: the settings found are {found}")
+        runs = kept
     groups = group_runs(runs)
     out = Path(out_dir) if out_dir is not None else sweep_dir
     table = markdown_table(groups)
@@ -167,6 +182,30 @@ def run_labels(relative: Path) -> tuple[str, str, int | None]:
     game = rest[0] if rest else "run"
     setting = "/".join(rest[1:]) or "-"
     return game, setting, seeds[-1] if seeds else None
+
+
+def runs_from_json(path: Path) -> list[Run]:
+    """The runs of a ``curves.json`` that :func:`summarize` wrote, as they were when it was written."""
+    try:
+        records = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: include the curves.json an earlier summary wrote") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not JSON ({exc}): include the curves.json an earlier summary wrote") from None
+
+    def curve(record: dict[str, Any] | None) -> Curve | None:
+        if record is None:
+            return None
+        return Curve(*(np.array([np.nan if v is None else v for v in record[key]], dtype=float)
+                       for key in ("steps", "values", "seconds")))
+
+    try:
+        return [Run(Path(r["path"]), r["kind"], r["game"], r["setting"], r["seed"],
+                    {key: np.nan if value is None else float(value) for key, value in r["final"].items()},
+                    curve(r.get("curve")), curve(r.get("training_curve"))) for r in records]
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a summary's curves.json (a record lacks {exc}): include the curves.json "
+                          "that scripts/summarize.py wrote") from None
 
 
 def _agent_run(run_dir: Path, final: dict[str, Any], game: str, setting: str, seed: int | None) -> Run:
@@ -375,7 +414,7 @@ def runs_as_json(groups: Sequence[Group], sweep_dir: Path) -> list[dict[str, Any
         for run in group.runs:
             records.append({
                 "kind": run.kind, "game": run.game, "setting": run.setting, "seed": run.seed,
-                "path": run.path.relative_to(sweep_dir).as_posix(),
+                "path": (run.path.relative_to(sweep_dir) if run.path.is_relative_to(sweep_dir) else run.path).as_posix(),
                 "final": {key: float(value) if np.isfinite(value) else None for key, value in run.final.items()},
                 "curve": as_json(run.curve, CURVE_LABEL[run.kind]),
                 "training_curve": as_json(run.training_curve, "training return (last 100 episodes)"),
