@@ -248,6 +248,9 @@ def test_an_include_that_is_not_a_curves_json_says_so(sweep: Path, tmp_path: Pat
     (tmp_path / "eval.json").write_text(json.dumps([{"mean_return": 1.0}]))
     with pytest.raises(ConfigError, match="not a summary's curves.json .*'path'"):
         summarize(sweep, include=[tmp_path / "eval.json"])
+    (tmp_path / "table.json").write_text(json.dumps({"runs": 3}))
+    with pytest.raises(ConfigError, match="no list of run records"):
+        summarize(sweep, include=[tmp_path / "table.json"])
     (tmp_path / "broken.json").write_text("[{")
     with pytest.raises(ConfigError, match="not JSON"):
         summarize(sweep, include=[tmp_path / "broken.json"])

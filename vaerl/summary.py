@@ -204,7 +204,8 @@ def runs_from_json(path: Path) -> list[Run]:
                     {key: np.nan if value is None else float(value) for key, value in r["final"].items()},
                     curve(r.get("curve")), curve(r.get("training_curve"))) for r in records]
     except (KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a summary's curves.json (a record lacks {exc}): include the curves.json "
+        problem = f"a record lacks {exc}" if isinstance(exc, KeyError) else "it holds no list of run records"
+        raise ConfigError(f"{path} is not a summary's curves.json ({problem}): include the curves.json "
                           "that scripts/summarize.py wrote") from None
 
 
