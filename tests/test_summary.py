@@ -235,6 +235,14 @@ def test_runs_kept_in_an_earlier_curves_json_join_new_ones(sweep: Path, tmp_path
     assert len(records) == 14
 
 
+def test_including_the_sweeps_own_summary_counts_each_run_once(sweep: Path) -> None:
+    first = summarize(sweep)  # curves.json lands in the sweep directory itself
+    write_agent_run(sweep / "Breakout" / "ppo-latenttrue" / "seed3", 20.0, 3)
+    again = summarize(sweep, include=[first.data_path])
+    assert len(json.loads(again.data_path.read_text())) == 13
+    assert "| Breakout | ppo-latenttrue | 0,1,2,3 | 14.0 ± 4.3 |" in again.table
+
+
 def test_setting_patterns_keep_only_the_groups_asked_for(sweep: Path) -> None:
     summary = summarize(sweep, settings=["*latentfalse"])
     assert {(g.game, g.setting) for g in summary.groups} == {("Breakout", "ppo-latentfalse"), ("Pong", "ppo-latentfalse")}

@@ -105,12 +105,12 @@ def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None, include:
     default ``sweep_dir``) and return the table.
 
     ``include``: ``curves.json`` files of earlier summaries, whose runs join these (a run of the same game and
-    setting joins that group). ``settings``: shell-style patterns (``pixels-*``); only runs whose setting matches
+    setting joins that group; one of the same seed too is left out, as the sweep's own copy comes first). ``settings``: shell-style patterns (``pixels-*``); only runs whose setting matches
     one are kept."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir} is not a directory: pass a sweep directory (hydra.sweep.dir, e.g. runs/agent)")
-    runs = find_runs(sweep_dir) + [run for path in include for run in runs_from_json(Path(path))]
+    runs = _without_repeats(find_runs(sweep_dir) + [run for path in include for run in runs_from_json(Path(path))])
     if not runs:
         raise ConfigError(f"no finished runs below {sweep_dir}: a run leaves eval.json (agents) or metrics.json "
                           "(pretraining); wait for the sweep to finish or point at its directory")
@@ -207,6 +207,21 @@ def runs_from_json(path: Path) -> list[Run]:
         problem = f"a record lacks {exc}" if isinstance(exc, KeyError) else "it holds no list of run records"
         raise ConfigError(f"{path} is not a summary's curves.json ({problem}): include the curves.json "
                           "that scripts/summarize.py wrote") from None
+
+
+def _without_repeats(runs: list[Run]) -> list[Run]:
+    """The first run of each (kind, game, setting, seed): a run of the sweep wins over its copy in an included
+    ``curves.json`` (the summary the same sweep wrote before, say), which would otherwise count it twice."""
+    seen: set[tuple[str, str, str, int | None]] = set()
+    unique = []
+    for run in runs:
+        key = (run.kind, run.game, run.setting, run.seed)
+        if key in seen:
+            log.info("%s %s seed %s is in the sweep already: its included copy is left out", run.game, run.setting, run.seed)
+            continue
+        seen.add(key)
+        unique.append(run)
+    return unique
 
 
 def _agent_run(run_dir: Path, final: dict[str, Any], game: str, setting: str, seed: int | None) -> Run:
