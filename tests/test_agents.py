@@ -1593,6 +1593,17 @@ def test_every_agent_config_composes_into_sb3_arguments(agent: str, tmp_path: Pa
     assert parsed.env.id == "ALE/Breakout-v5" and parsed.latent is True
 
 
+def test_a_latent_only_override_leaves_pixel_runs_on_the_shared_settings(tmp_path: Path) -> None:
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train_agent", overrides=["+agent.latent.learning_rate=lin_5e-4", f"run_dir={tmp_path}"])
+    parsed = parse_config(TrainAgentConfig, OmegaConf.to_container(cfg, resolve=True))
+    box = spaces.Discrete(4)
+    latent, pixel = (model_kwargs(parsed.agent.settings(flag), box)["learning_rate"] for flag in (True, False))
+    assert latent(1.0) == pytest.approx(5e-4) and latent(0.5) == pytest.approx(2.5e-4)  # still a linear schedule
+    assert pixel(1.0) == pytest.approx(2.5e-4)  # the RL Zoo's, shared by both in agent.hyperparams
+    assert parsed.agent.settings(True)["clip_range"] == parsed.agent.settings(False)["clip_range"] == "lin_0.1"
+
+
 def run_script(tmp_path: Path, *overrides: str, quick: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "VAERL_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
     settings = ["agent.n_envs=2", "agent.hyperparams.n_steps=32", "agent.hyperparams.batch_size=32",
