@@ -1597,8 +1597,8 @@ def test_a_latent_only_override_leaves_pixel_runs_on_the_shared_settings(tmp_pat
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         cfg = compose("train_agent", overrides=["+agent.latent.learning_rate=lin_5e-4", f"run_dir={tmp_path}"])
     parsed = parse_config(TrainAgentConfig, OmegaConf.to_container(cfg, resolve=True))
-    box = spaces.Discrete(4)
-    latent, pixel = (model_kwargs(parsed.agent.settings(flag), box)["learning_rate"] for flag in (True, False))
+    actions = spaces.Discrete(4)
+    latent, pixel = (model_kwargs(parsed.agent.settings(flag), actions)["learning_rate"] for flag in (True, False))
     assert latent(1.0) == pytest.approx(5e-4) and latent(0.5) == pytest.approx(2.5e-4)  # still a linear schedule
     assert pixel(1.0) == pytest.approx(2.5e-4)  # the RL Zoo's, shared by both in agent.hyperparams
     assert parsed.agent.settings(True)["clip_range"] == parsed.agent.settings(False)["clip_range"] == "lin_0.1"
